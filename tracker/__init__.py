@@ -1,0 +1,1 @@
+"""shoal tracker: who holds which blob. Never imports peer."""
