@@ -1,0 +1,466 @@
+"""The on-disk, content-addressed blob store with an LRU byte quota.
+
+Theory of operation
+-------------------
+Every blob (layer, config, or manifest fetched by digest) lives at::
+
+    <root>/blobs/<algorithm>/<hex[:2]>/<hex>         the bytes
+    <root>/blobs/<algorithm>/<hex[:2]>/<hex>.type    its media type, if known (UTF-8, one line)
+    <root>/tmp/                                      in-progress downloads and sidecar drafts
+
+Digests are validated before any path is built (OCI image-spec, descriptor.md "Digests":
+``sha256`` with 64 and ``sha512`` with 128 lowercase hex characters, the two registered
+algorithms hashlib can check), so a path never contains anything but ``[a-z0-9/]`` from a
+digest and traversal is impossible by construction.
+
+Media types sit in one small sidecar per blob rather than in a shared JSON index: every
+commit and eviction then touches only its own files, nothing is rewritten in O(entries),
+and a crash can at worst leave a sidecar without its blob, which :meth:`BlobCache.open`
+removes. The sidecar is renamed into place *before* the blob, so a committed blob never
+lacks the media type it was committed with.
+
+A :class:`BlobWriter` streams into ``tmp/`` through an unbuffered file descriptor, so
+other tasks may open :attr:`BlobWriter.path` read-only and tail the download. Its commit
+checks size and digest, fsyncs, and renames the file into place; open readers keep their
+file descriptor (the inode survives the rename). Temp files are never served: a crash
+leaves them behind and ``open()`` deletes them.
+
+Accounting: ``used_bytes`` is the size of committed blobs and ``reserved_bytes`` the room
+held for writers (their expected size, or the bytes written so far when the size is
+unknown). Making room evicts least-recently-used *unpinned* entries, and only when that
+frees enough; otherwise :class:`~peer.errors.CacheFull` is raised and nothing is evicted.
+The LRU order lives in memory; on ``open()`` it starts from file modification times (the
+time of the last write before commit). Everything here is synchronous and meant to be
+called from the single trio thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import logging
+import os
+import secrets
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Final
+
+from peer.errors import CacheError, CacheFull, IntegrityError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+LOGGER = logging.getLogger(__name__)
+
+# OCI image-spec descriptor.md, "Registered algorithms": the encoded part is lowercase hex
+# of exactly this length. Other algorithms are refused: we could not verify them.
+_HEX_LENGTHS: Final = {"sha256": 64, "sha512": 128}
+_HEX_CHARS: Final = frozenset("0123456789abcdef")
+_TYPE_SUFFIX: Final = ".type"
+_PART_SUFFIX: Final = ".part"
+_DISK_FULL: Final = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+@dataclass(frozen=True, slots=True)
+class CacheEntry:
+    """A committed blob: its digest, file, size in bytes and media type (None if unknown)."""
+
+    digest: str
+    path: Path
+    size: int
+    media_type: str | None
+
+
+class BlobWriter:
+    """One in-progress download into a temp file under ``<root>/tmp/``.
+
+    Made by :meth:`BlobCache.new_writer`. Any exception out of :meth:`write` or
+    :meth:`commit` leaves the writer aborted: temp file deleted, reservation released.
+
+    Attributes:
+        digest: The digest the bytes must match.
+        path: The temp file; open it read-only to tail the download.
+        written: Bytes appended so far.
+        expected_size: The announced size, or None if unknown.
+    """
+
+    def __init__(
+        self, cache: BlobCache, digest: str, *, path: Path, fd: int, expected_size: int | None
+    ) -> None:
+        self.digest = digest
+        self.path = path
+        self.written = 0
+        self.expected_size = expected_size
+        self._cache = cache
+        self._fd: int | None = fd
+        self._hash = hashlib.new(digest.partition(":")[0])
+        self._reserved = expected_size or 0
+        self._closed = False
+
+    def write(self, data: bytes) -> None:
+        """Append ``data`` to the temp file and the running hash.
+
+        Raises:
+            IntegrityError: The bytes would exceed ``expected_size``.
+            CacheFull: The size is unknown and the quota cannot hold any more.
+            CacheError: The disk is full or failing, or the writer is already closed.
+        """
+        fd = self._live_fd()
+        end = self.written + len(data)
+        if self.expected_size is not None and end > self.expected_size:
+            self.abort()
+            raise IntegrityError(
+                f"{self.digest}: more than the expected {self.expected_size} bytes"
+            )
+        try:
+            if end > self._reserved:
+                self._cache._reserve(end - self._reserved)
+                self._reserved = end
+            _write_all(fd, data)
+        except CacheFull:
+            self.abort()
+            raise
+        except OSError as exc:
+            self.abort()
+            raise _os_error(f"writing {self.digest}", exc) from exc
+        self._hash.update(data)
+        self.written = end
+
+    def commit(self, media_type: str | None = None) -> CacheEntry:
+        """Verify, fsync and atomically move the blob into place.
+
+        Args:
+            media_type: Recorded in the sidecar and returned by later lookups.
+
+        Returns:
+            The committed entry (most recently used).
+
+        Raises:
+            IntegrityError: Size or digest mismatch; nothing is committed.
+            CacheError: Bad media type, disk error, or the writer is already closed.
+        """
+        fd = self._live_fd()
+        try:
+            if self.expected_size is not None and self.written != self.expected_size:
+                raise IntegrityError(
+                    f"{self.digest}: got {self.written} bytes, expected {self.expected_size}"
+                )
+            actual = f"{self._hash.name}:{self._hash.hexdigest()}"
+            if actual != self.digest:
+                raise IntegrityError(f"content hashes to {actual}, expected {self.digest}")
+            if media_type is not None and not (media_type and media_type.isprintable()):
+                raise CacheError(f"unusable media type {media_type!r} for {self.digest}")
+            os.fsync(fd)
+            self._fd = None
+            os.close(fd)
+            entry = self._cache._install(self.digest, self.path, self.written, media_type)
+        except OSError as exc:
+            self.abort()
+            raise _os_error(f"committing {self.digest}", exc) from exc
+        except BaseException:
+            self.abort()
+            raise
+        self._closed = True
+        self._cache._release(self)
+        return entry
+
+    def abort(self) -> None:
+        """Delete the temp file and release the reservation. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = None
+        _unlink_quietly(self.path)
+        self._cache._release(self)
+
+    def _live_fd(self) -> int:
+        if self._closed or self._fd is None:
+            raise CacheError(f"writer for {self.digest} is already closed")
+        return self._fd
+
+
+class BlobCache:
+    """Content-addressed blobs under ``root``, at most ``max_bytes`` of them.
+
+    Call :meth:`open` once before anything else.
+
+    Attributes:
+        root: The cache directory.
+        max_bytes: Quota for committed plus reserved bytes.
+    """
+
+    def __init__(self, root: Path, *, max_bytes: int) -> None:
+        if max_bytes <= 0:
+            raise ValueError(f"max_bytes must be positive, not {max_bytes}")
+        self.root = root
+        self.max_bytes = max_bytes
+        self._blobs = root / "blobs"
+        self._tmp = root / "tmp"
+        self._index: OrderedDict[str, CacheEntry] = OrderedDict()  # least recently used first
+        self._pins: dict[str, int] = {}
+        self._writers: set[BlobWriter] = set()
+        self._used = 0
+        self._reserved = 0
+        self._opened = False
+
+    @property
+    def used_bytes(self) -> int:
+        """Bytes held by committed blobs."""
+        return self._used
+
+    @property
+    def reserved_bytes(self) -> int:
+        """Bytes held for in-progress writers."""
+        return self._reserved
+
+    def open(self, *, verify: bool = False) -> int:
+        """Create the layout, delete leftover temp files and load the committed blobs.
+
+        Args:
+            verify: Re-hash every blob and delete those that do not match their digest.
+
+        Returns:
+            The number of blobs in the cache.
+
+        Raises:
+            CacheError: The directory is unusable, or writers are still in progress.
+        """
+        if self._writers:
+            raise CacheError("cannot reopen the cache while downloads are in progress")
+        try:
+            self._blobs.mkdir(parents=True, exist_ok=True)
+            self._tmp.mkdir(parents=True, exist_ok=True)
+            for leftover in self._tmp.iterdir():
+                LOGGER.info("removing leftover temp file %s", leftover)
+                _unlink_quietly(leftover)
+            found = self._scan(verify=verify)
+        except OSError as exc:
+            raise _os_error(f"opening the cache at {self.root}", exc) from exc
+        found.sort(key=lambda item: item[0])
+        self._index = OrderedDict((entry.digest, entry) for _, entry in found)
+        self._used = sum(entry.size for entry in self._index.values())
+        self._opened = True
+        self._make_room(0)  # the quota may have shrunk since the last run
+        return len(self._index)
+
+    def get(self, digest: str) -> CacheEntry | None:
+        """Return the entry for ``digest`` and mark it most recently used, or None."""
+        _split_digest(digest)
+        entry = self._index.get(digest)
+        if entry is not None:
+            self._index.move_to_end(digest)
+        return entry
+
+    def __contains__(self, digest: str) -> bool:
+        """Whether ``digest`` is committed; does not touch the LRU order."""
+        _split_digest(digest)
+        return digest in self._index
+
+    def new_writer(self, digest: str, *, expected_size: int | None) -> BlobWriter:
+        """Reserve room and start a download into a fresh temp file.
+
+        Args:
+            digest: What the bytes must hash to.
+            expected_size: The announced size; None reserves as bytes arrive.
+
+        Raises:
+            CacheError: Invalid digest or size, cache not opened, or a disk error.
+            CacheFull: Not enough unpinned entries can be evicted to make room.
+        """
+        algorithm, hexpart = _split_digest(digest)
+        if not self._opened:
+            raise CacheError("BlobCache.open() has not been called")
+        if expected_size is not None and expected_size < 0:
+            raise CacheError(f"negative expected size {expected_size} for {digest}")
+        self._reserve(expected_size or 0)
+        path = self._tmp / f"{algorithm}-{hexpart}.{secrets.token_hex(4)}{_PART_SUFFIX}"
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            self._reserved -= expected_size or 0
+            raise _os_error(f"creating a temp file for {digest}", exc) from exc
+        writer = BlobWriter(self, digest, path=path, fd=fd, expected_size=expected_size)
+        self._writers.add(writer)
+        return writer
+
+    def put_bytes(self, digest: str, data: bytes, media_type: str | None) -> CacheEntry:
+        """Store a blob held in memory (a manifest, say) in one go; see :meth:`new_writer`."""
+        writer = self.new_writer(digest, expected_size=len(data))
+        writer.write(data)
+        return writer.commit(media_type)
+
+    @contextlib.contextmanager
+    def pin(self, digest: str) -> Iterator[CacheEntry | None]:
+        """Keep ``digest`` from being evicted while a client reads it.
+
+        Yields the entry (marked most recently used), or None when it is not cached.
+        :meth:`remove` still works on a pinned entry; readers that already opened the
+        file keep reading it.
+        """
+        entry = self.get(digest)
+        if entry is None:
+            yield None
+            return
+        self._pins[digest] = self._pins.get(digest, 0) + 1
+        try:
+            yield entry
+        finally:
+            if self._pins[digest] == 1:
+                del self._pins[digest]
+            else:
+                self._pins[digest] -= 1
+
+    def remove(self, digest: str) -> bool:
+        """Delete a committed blob; return whether it was there."""
+        _split_digest(digest)
+        return self._drop(digest) is not None
+
+    def entries(self) -> list[CacheEntry]:
+        """All committed entries, least recently used first."""
+        return list(self._index.values())
+
+    # -- internals used by BlobWriter -------------------------------------------------
+
+    def _reserve(self, nbytes: int) -> None:
+        self._make_room(nbytes)
+        self._reserved += nbytes
+
+    def _release(self, writer: BlobWriter) -> None:
+        self._reserved -= writer._reserved
+        writer._reserved = 0
+        self._writers.discard(writer)
+
+    def _make_room(self, nbytes: int) -> None:
+        if nbytes > self.max_bytes:
+            raise CacheFull(f"{nbytes} bytes can never fit in a cache of {self.max_bytes} bytes")
+        excess = self._used + self._reserved + nbytes - self.max_bytes
+        victims: list[CacheEntry] = []
+        for entry in self._index.values():
+            if excess <= 0:
+                break
+            if entry.digest not in self._pins:
+                victims.append(entry)
+                excess -= entry.size
+        if excess > 0:
+            raise CacheFull(
+                f"no room for {nbytes} more bytes: the rest of the {self.max_bytes}-byte quota"
+                " is pinned by readers or reserved by downloads"
+            )
+        for victim in victims:
+            LOGGER.info("evicting %s (%d bytes)", victim.digest, victim.size)
+            self._drop(victim.digest)
+
+    def _install(self, digest: str, temp: Path, size: int, media_type: str | None) -> CacheEntry:
+        algorithm, hexpart = _split_digest(digest)
+        shard = self._blobs / algorithm / hexpart[:2]
+        final = shard / hexpart
+        sidecar = shard / f"{hexpart}{_TYPE_SUFFIX}"
+        shard.mkdir(parents=True, exist_ok=True)
+        if media_type is None:
+            sidecar.unlink(missing_ok=True)
+        else:
+            draft = self._tmp / f"{secrets.token_hex(8)}{_TYPE_SUFFIX}"
+            with draft.open("wb") as file:
+                file.write(media_type.encode())
+                file.flush()
+                os.fsync(file.fileno())
+            os.replace(draft, sidecar)
+        os.replace(temp, final)
+        _fsync_dir(shard)
+        old = self._index.pop(digest, None)
+        if old is not None:
+            self._used -= old.size
+        entry = CacheEntry(digest=digest, path=final, size=size, media_type=media_type)
+        self._index[digest] = entry
+        self._used += size
+        return entry
+
+    def _drop(self, digest: str) -> CacheEntry | None:
+        entry = self._index.pop(digest, None)
+        if entry is not None:
+            self._used -= entry.size
+            _unlink_quietly(entry.path)
+            _unlink_quietly(entry.path.with_name(entry.path.name + _TYPE_SUFFIX))
+        return entry
+
+    def _scan(self, *, verify: bool) -> list[tuple[int, CacheEntry]]:
+        """Committed blobs on disk as ``(mtime_ns, entry)``; drops orphans and, if asked, rot."""
+        found: list[tuple[int, CacheEntry]] = []
+        for algorithm in _HEX_LENGTHS:
+            for shard in sorted((self._blobs / algorithm).glob("??")):
+                for path in shard.iterdir():
+                    if path.name.endswith(_TYPE_SUFFIX):
+                        if not path.with_suffix("").exists():
+                            _unlink_quietly(path)  # the blob's rename never happened
+                        continue
+                    digest = f"{algorithm}:{path.name}"
+                    if not _is_digest(digest) or path.name[:2] != shard.name or not path.is_file():
+                        LOGGER.warning("ignoring stray file %s", path)
+                        continue
+                    sidecar = path.with_name(path.name + _TYPE_SUFFIX)
+                    if verify and not _hashes_to(path, algorithm, path.name):
+                        LOGGER.warning("removing corrupted blob %s", path)
+                        _unlink_quietly(path)
+                        _unlink_quietly(sidecar)
+                        continue
+                    media_type = sidecar.read_text("utf-8").strip() if sidecar.exists() else ""
+                    stat = path.stat()
+                    entry = CacheEntry(digest, path, stat.st_size, media_type or None)
+                    found.append((stat.st_mtime_ns, entry))
+        return found
+
+
+def _split_digest(digest: str) -> tuple[str, str]:
+    """Return ``(algorithm, hex)`` of a valid digest, or raise CacheError."""
+    algorithm, _, hexpart = digest.partition(":")
+    length = _HEX_LENGTHS.get(algorithm)
+    if length is None:
+        raise CacheError(f"unsupported digest {digest!r}: only sha256 and sha512 are accepted")
+    if len(hexpart) != length or not _HEX_CHARS.issuperset(hexpart):
+        raise CacheError(f"malformed digest {digest!r}: want {length} lowercase hex characters")
+    return algorithm, hexpart
+
+
+def _is_digest(digest: str) -> bool:
+    try:
+        _split_digest(digest)
+    except CacheError:
+        return False
+    return True
+
+
+def _hashes_to(path: Path, algorithm: str, hexpart: str) -> bool:
+    with path.open("rb") as file:
+        return hashlib.file_digest(file, algorithm).hexdigest() == hexpart
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _unlink_quietly(path: Path) -> None:
+    try:
+        path.unlink(missing_ok=True)
+    except OSError as exc:  # IsADirectoryError, EACCES...: log and carry on
+        LOGGER.warning("could not delete %s: %s", path, exc)
+
+
+def _os_error(action: str, exc: OSError) -> CacheError:
+    if exc.errno in _DISK_FULL:
+        return CacheError(f"{action}: the cache disk is full ({exc.strerror}); data discarded")
+    return CacheError(f"{action}: {exc}")
