@@ -139,15 +139,17 @@ class _Conn:
             while True:
                 event = self.h11.next_event()
                 if event is h11.NEED_DATA:
-                    self.h11.receive_data(await self.stream.receive_some(RECV_SIZE))
+                    self.h11.receive_data(bytes(await self.stream.receive_some(RECV_SIZE)))
                     continue
                 return event  # type: ignore[return-value]  # h11's sentinels are types
 
     async def _write(self, event: h11.Event) -> None:
-        for part in self.h11.send_with_data_passthrough(event) or []:
+        parts: list[object] = list(self.h11.send_with_data_passthrough(event) or [])
+        for part in parts:
             if isinstance(part, FileBody):
                 await _send_file_body(self.stream, part)
             else:
+                assert isinstance(part, bytes | bytearray | memoryview)
                 await self.stream.send_all(part)
 
     async def _simple(self, status: int, reason: str) -> None:
@@ -233,7 +235,8 @@ class _Conn:
             if request.method != "HEAD":
                 if isinstance(body, bytes | FileBody):
                     if len(body):
-                        await self._write(h11.Data(data=body))
+                        # h11 passes a FileBody through untouched (send_with_data_passthrough)
+                        await self._write(h11.Data(data=body))  # type: ignore[arg-type]
                 else:
                     async for chunk in body:
                         if chunk:
@@ -286,5 +289,7 @@ async def serve_http(
     listeners = await trio.open_tcp_listeners(port, host=host, backlog=1024)
     bound = listeners[0].socket.getsockname()[1]
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(partial(trio.serve_listeners, partial(_handle_stream, handler), listeners))
+        nursery.start_soon(
+            partial(trio.serve_listeners, partial(_handle_stream, handler), listeners)
+        )
         task_status.started(bound)

@@ -7,7 +7,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 
 class NodeMetrics:
-    """Every metric the node exports. Names follow Prometheus conventions (``_total``, ``_bytes``)."""
+    """Every metric the node exports, named by Prometheus conventions."""
 
     content_type = CONTENT_TYPE_LATEST
 
@@ -33,7 +33,9 @@ class NodeMetrics:
             "shoal_upstream_bytes", "Blob bytes fetched from the origin", registry=r
         )
         self.stale_tags = Counter(
-            "shoal_stale_tags_served", "Tags answered from memory while the origin failed", registry=r
+            "shoal_stale_tags_served",
+            "Tags answered from memory while the origin failed",
+            registry=r,
         )
         self.cache_bytes = Gauge("shoal_cache_bytes", "Bytes held in the blob cache", registry=r)
         self.cache_entries = Gauge("shoal_cache_entries", "Blobs held in the cache", registry=r)

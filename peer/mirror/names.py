@@ -87,7 +87,7 @@ def parse_path(path: str) -> Route | None:
             reference = rest[idx + len(marker) :]
             if "/" in reference or not reference:
                 continue
-            return Route(kind, rest[:idx], reference)  # type: ignore[arg-type]  # kind is a Kind literal
+            return Route(kind, rest[:idx], reference)
     return None
 
 
