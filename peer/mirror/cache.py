@@ -2,36 +2,26 @@
 
 Theory of operation
 -------------------
-Every blob (layer, config, or manifest fetched by digest) lives at::
+Layout (digests are validated first, per OCI image-spec descriptor.md, so a path holds
+nothing but ``[a-z0-9/]`` and traversal is impossible by construction)::
 
     <root>/blobs/<algorithm>/<hex[:2]>/<hex>         the bytes
-    <root>/blobs/<algorithm>/<hex[:2]>/<hex>.type    its media type, if known (UTF-8, one line)
-    <root>/tmp/                                      in-progress downloads and sidecar drafts
+    <root>/blobs/<algorithm>/<hex[:2]>/<hex>.type    media type sidecar, if known
+    <root>/tmp/                                      in-progress downloads, sidecar drafts
 
-Digests are validated before any path is built (OCI image-spec, descriptor.md "Digests":
-``sha256`` with 64 and ``sha512`` with 128 lowercase hex characters, the two registered
-algorithms hashlib can check), so a path never contains anything but ``[a-z0-9/]`` from a
-digest and traversal is impossible by construction.
+Media types live in per-blob sidecars, not a shared JSON index: a commit or eviction
+touches only its own files (no O(entries) rewrite), and the sidecar is renamed into place
+before its blob, so a crash leaves at worst an orphan sidecar, which ``open()`` removes.
 
-Media types sit in one small sidecar per blob rather than in a shared JSON index: every
-commit and eviction then touches only its own files, nothing is rewritten in O(entries),
-and a crash can at worst leave a sidecar without its blob, which :meth:`BlobCache.open`
-removes. The sidecar is renamed into place *before* the blob, so a committed blob never
-lacks the media type it was committed with.
+A :class:`BlobWriter` appends through an unbuffered descriptor, so other tasks can tail
+:attr:`BlobWriter.path`; its commit verifies, fsyncs and renames, and open readers keep
+the inode. Temp files are never served: ``open()`` deletes what a crash left behind.
 
-A :class:`BlobWriter` streams into ``tmp/`` through an unbuffered file descriptor, so
-other tasks may open :attr:`BlobWriter.path` read-only and tail the download. Its commit
-checks size and digest, fsyncs, and renames the file into place; open readers keep their
-file descriptor (the inode survives the rename). Temp files are never served: a crash
-leaves them behind and ``open()`` deletes them.
-
-Accounting: ``used_bytes`` is the size of committed blobs and ``reserved_bytes`` the room
-held for writers (their expected size, or the bytes written so far when the size is
-unknown). Making room evicts least-recently-used *unpinned* entries, and only when that
-frees enough; otherwise :class:`~peer.errors.CacheFull` is raised and nothing is evicted.
-The LRU order lives in memory; on ``open()`` it starts from file modification times (the
-time of the last write before commit). Everything here is synchronous and meant to be
-called from the single trio thread.
+``used_bytes`` counts committed blobs, ``reserved_bytes`` the room held for writers
+(expected size, or bytes written so far when unknown). Making room evicts least-recently
+used *unpinned* entries only if that frees enough; otherwise it raises
+:class:`~peer.errors.CacheFull` and evicts nothing. LRU order is in memory, seeded on
+``open()`` from modification times. Synchronous; call from the single trio thread.
 """
 
 from __future__ import annotations
@@ -109,22 +99,13 @@ class BlobWriter:
         """
         fd = self._live_fd()
         end = self.written + len(data)
-        if self.expected_size is not None and end > self.expected_size:
-            self.abort()
-            raise IntegrityError(
-                f"{self.digest}: more than the expected {self.expected_size} bytes"
-            )
-        try:
+        with self._abort_on_error("writing"):
+            if self.expected_size is not None and end > self.expected_size:
+                raise IntegrityError(f"{self.digest}: over the expected {self.expected_size} bytes")
             if end > self._reserved:
                 self._cache._reserve(end - self._reserved)
                 self._reserved = end
             _write_all(fd, data)
-        except CacheFull:
-            self.abort()
-            raise
-        except OSError as exc:
-            self.abort()
-            raise _os_error(f"writing {self.digest}", exc) from exc
         self._hash.update(data)
         self.written = end
 
@@ -142,7 +123,7 @@ class BlobWriter:
             CacheError: Bad media type, disk error, or the writer is already closed.
         """
         fd = self._live_fd()
-        try:
+        with self._abort_on_error("committing"):
             if self.expected_size is not None and self.written != self.expected_size:
                 raise IntegrityError(
                     f"{self.digest}: got {self.written} bytes, expected {self.expected_size}"
@@ -156,12 +137,6 @@ class BlobWriter:
             self._fd = None
             os.close(fd)
             entry = self._cache._install(self.digest, self.path, self.written, media_type)
-        except OSError as exc:
-            self.abort()
-            raise _os_error(f"committing {self.digest}", exc) from exc
-        except BaseException:
-            self.abort()
-            raise
         self._closed = True
         self._cache._release(self)
         return entry
@@ -177,6 +152,18 @@ class BlobWriter:
             self._fd = None
         _unlink_quietly(self.path)
         self._cache._release(self)
+
+    @contextlib.contextmanager
+    def _abort_on_error(self, action: str) -> Iterator[None]:
+        """Abort on any exception, turning OSError (ENOSPC included) into CacheError."""
+        try:
+            yield
+        except OSError as exc:
+            self.abort()
+            raise _os_error(f"{action} {self.digest}", exc) from exc
+        except BaseException:
+            self.abort()
+            raise
 
     def _live_fd(self) -> int:
         if self._closed or self._fd is None:
@@ -310,10 +297,9 @@ class BlobCache:
         try:
             yield entry
         finally:
-            if self._pins[digest] == 1:
+            self._pins[digest] -= 1
+            if not self._pins[digest]:
                 del self._pins[digest]
-            else:
-                self._pins[digest] -= 1
 
     def remove(self, digest: str) -> bool:
         """Delete a committed blob; return whether it was there."""
@@ -398,8 +384,9 @@ class BlobCache:
                         if not path.with_suffix("").exists():
                             _unlink_quietly(path)  # the blob's rename never happened
                         continue
-                    digest = f"{algorithm}:{path.name}"
-                    if not _is_digest(digest) or path.name[:2] != shard.name or not path.is_file():
+                    name, digest = path.name, f"{algorithm}:{path.name}"
+                    valid = len(name) == _HEX_LENGTHS[algorithm] and _HEX_CHARS.issuperset(name)
+                    if not valid or name[:2] != shard.name or not path.is_file():
                         LOGGER.warning("ignoring stray file %s", path)
                         continue
                     sidecar = path.with_name(path.name + _TYPE_SUFFIX)
@@ -424,14 +411,6 @@ def _split_digest(digest: str) -> tuple[str, str]:
     if len(hexpart) != length or not _HEX_CHARS.issuperset(hexpart):
         raise CacheError(f"malformed digest {digest!r}: want {length} lowercase hex characters")
     return algorithm, hexpart
-
-
-def _is_digest(digest: str) -> bool:
-    try:
-        _split_digest(digest)
-    except CacheError:
-        return False
-    return True
 
 
 def _hashes_to(path: Path, algorithm: str, hexpart: str) -> bool:

@@ -100,7 +100,7 @@ def test_short_write_fails_commit(cache: BlobCache) -> None:
 def test_oversize_write_fails_immediately(cache: BlobCache) -> None:
     digest, data = blob(1)
     writer = cache.new_writer(digest, expected_size=len(data) - 1)
-    with pytest.raises(IntegrityError, match="more than the expected 99"):
+    with pytest.raises(IntegrityError, match="over the expected 99"):
         writer.write(data)
     assert not writer.path.exists()
     assert cache.reserved_bytes == 0
@@ -274,12 +274,15 @@ def test_remove(cache: BlobCache) -> None:
     assert cache.used_bytes == 0
 
 
-def test_recommit_of_the_same_digest_counts_once(cache: BlobCache) -> None:
+def test_recommit_of_the_same_digest_replaces_it(tmp_path: Path, cache: BlobCache) -> None:
     digest, data = blob(1)
     cache.put_bytes(digest, data, None)
     entry = cache.put_bytes(digest, data, MANIFEST)
     assert cache.used_bytes == 100
     assert cache.entries() == [entry]
+    cache.put_bytes(digest, data, None)
+    reopened = opened(tmp_path)
+    assert [(e.digest, e.media_type) for e in reopened.entries()] == [(digest, None)]
 
 
 @pytest.mark.parametrize(
@@ -348,5 +351,6 @@ def test_readers_can_tail_a_download(cache: BlobCache) -> None:
 
 
 def test_writer_needs_an_opened_cache(tmp_path: Path) -> None:
-    with pytest.raises(CacheError, match="open"):
+    opened(tmp_path)  # the layout exists, but this instance has no index yet
+    with pytest.raises(CacheError, match=r"open\(\) has not been called"):
         BlobCache(tmp_path, max_bytes=10).new_writer(blob(1)[0], expected_size=1)
