@@ -41,7 +41,8 @@ class Mirror:
         self.ctx = ctx
 
     async def handle(self, request: Request) -> Response:
-        kind = "other"
+        route = parse_path(request.path)
+        kind = route.kind if route is not None else "other"
         try:
             kind, response = await self._dispatch(request)
         except PeerError as exc:
@@ -70,15 +71,17 @@ class Mirror:
                        ("content-length", str(len(body)))]  # fmt: skip
             return "metrics", Response(200, headers, body)
         route = parse_path(path)
-        if route is None:
-            raise RegistryError("NAME_UNKNOWN", "not a registry API path", status=404)
-        if request.method not in _READ_METHODS:
+        if request.method not in _READ_METHODS and path.startswith("/v2"):
             raise RegistryError(
                 "UNSUPPORTED",
                 "this node is a pull-through mirror: only GET and HEAD are supported",
                 status=405,
                 headers={"allow": "GET, HEAD"},
             )
+        if route is None:
+            raise RegistryError("NAME_UNKNOWN", "not a registry API path", status=404)
+        if request.method not in _READ_METHODS:
+            raise RegistryError("UNSUPPORTED", "only GET and HEAD", status=405)
         if route.kind == "base":
             return "base", _json(200, b"{}")
         target = select_target(

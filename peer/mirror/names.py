@@ -110,19 +110,23 @@ def select_target(name: str, *, ns: str | None, default_registry: str) -> Target
     Raises:
         RegistryError: ``NAME_INVALID`` when the name or ``ns`` is outside the grammar.
     """
-    if len(name) > MAX_NAME_LENGTH or not NAME_RE.fullmatch(name):
-        raise RegistryError("NAME_INVALID", "invalid repository name", status=400, detail=name)
     if ns is not None:
         if not _HOST_RE.fullmatch(ns):
-            raise RegistryError("NAME_INVALID", "invalid ns parameter", status=400, detail=ns)
+            raise RegistryError("NAME_INVALID", "invalid ns parameter", status=400, detail=ns[:200])
         registry, repository, via_ns = canonical_registry(ns), name, True
     else:
         first, _, remainder = name.partition("/")
         if remainder and is_registry_host(first):
+            # a host with a port is not a valid path component, but the path-prefix form
+            # still carries it (``/v2/127.0.0.1:5000/team/app/...``)
             registry, repository = canonical_registry(first), remainder
         else:
             registry, repository = canonical_registry(default_registry), name
         via_ns = False
+    if len(name) > MAX_NAME_LENGTH or not NAME_RE.fullmatch(repository):
+        raise RegistryError(
+            "NAME_INVALID", "invalid repository name", status=400, detail=name[:300]
+        )
     if registry == DOCKER_HUB and "/" not in repository:
         repository = f"library/{repository}"
     return Target(registry, repository, via_ns)
