@@ -89,7 +89,11 @@ PEER_FLAGS: Final = [
     ("advertise-addr", "address other nodes use to reach this one", "str"),
     ("data", "cache directory (default /var/lib/shoal, or ~/.cache/shoal when not root)", "path"),
     ("cache-size", "cache quota, e.g. 20GiB (default 20GiB)", "size"),
-    ("upstream", "REGISTRY=URL, repeatable (default docker.io=https://registry-1.docker.io)", "list"),
+    (
+        "upstream",
+        "REGISTRY=URL, repeatable (default docker.io=https://registry-1.docker.io)",
+        "list",
+    ),
     ("default-registry", "registry for names without one (default docker.io)", "str"),
     ("allows", "allows.txt whitelist (default: allow all)", "path"),
     ("tracker", "tracker URL, 'auto' (mDNS) or 'none' (default auto)", "str"),

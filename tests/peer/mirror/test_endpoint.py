@@ -49,7 +49,8 @@ def _api(resp: httpx.Response) -> None:
 
 def _error_code(resp: httpx.Response) -> str:
     body = resp.json()
-    assert isinstance(body["errors"], list) and body["errors"]
+    assert isinstance(body["errors"], list)
+    assert body["errors"]
     code: str = body["errors"][0]["code"]
     return code
 
