@@ -17,10 +17,9 @@ A :class:`BlobWriter` appends through an unbuffered descriptor, so other tasks c
 :attr:`BlobWriter.path`; its commit verifies, fsyncs and renames, and open readers keep
 the inode. Temp files are never served: ``open()`` deletes what a crash left behind.
 
-``used_bytes`` counts committed blobs, ``reserved_bytes`` the room held for writers
-(expected size, or bytes written so far when unknown). Making room evicts least-recently
-used *unpinned* entries only if that frees enough; otherwise it raises
-:class:`~peer.errors.CacheFull` and evicts nothing. LRU order is in memory, seeded on
+The quota covers committed blobs plus writers' reservations. Making room evicts least
+recently used *unpinned* entries only if that frees enough; otherwise it raises
+:class:`~peer.errors.CacheFull` and evicts nothing. LRU order lives in memory, seeded on
 ``open()`` from modification times. Synchronous; call from the single trio thread.
 """
 
@@ -49,7 +48,6 @@ LOGGER = logging.getLogger(__name__)
 _HEX_LENGTHS: Final = {"sha256": 64, "sha512": 128}
 _HEX_CHARS: Final = frozenset("0123456789abcdef")
 _TYPE_SUFFIX: Final = ".type"
-_PART_SUFFIX: Final = ".part"
 _DISK_FULL: Final = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
@@ -265,7 +263,7 @@ class BlobCache:
         if expected_size is not None and expected_size < 0:
             raise CacheError(f"negative expected size {expected_size} for {digest}")
         self._reserve(expected_size or 0)
-        path = self._tmp / f"{algorithm}-{hexpart}.{secrets.token_hex(4)}{_PART_SUFFIX}"
+        path = self._tmp / f"{algorithm}-{hexpart}.{secrets.token_hex(4)}.part"
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
         except OSError as exc:
@@ -378,7 +376,7 @@ class BlobCache:
         """Committed blobs on disk as ``(mtime_ns, entry)``; drops orphans and, if asked, rot."""
         found: list[tuple[int, CacheEntry]] = []
         for algorithm in _HEX_LENGTHS:
-            for shard in sorted((self._blobs / algorithm).glob("??")):
+            for shard in sorted(p for p in (self._blobs / algorithm).glob("??") if p.is_dir()):
                 for path in shard.iterdir():
                     if path.name.endswith(_TYPE_SUFFIX):
                         if not path.with_suffix("").exists():
@@ -390,12 +388,12 @@ class BlobCache:
                         LOGGER.warning("ignoring stray file %s", path)
                         continue
                     sidecar = path.with_name(path.name + _TYPE_SUFFIX)
-                    if verify and not _hashes_to(path, algorithm, path.name):
+                    if verify and _hash_file(path, algorithm) != name:
                         LOGGER.warning("removing corrupted blob %s", path)
                         _unlink_quietly(path)
                         _unlink_quietly(sidecar)
                         continue
-                    media_type = sidecar.read_text("utf-8").strip() if sidecar.exists() else ""
+                    media_type = sidecar.exists() and sidecar.read_text("utf-8", "replace").strip()
                     stat = path.stat()
                     entry = CacheEntry(digest, path, stat.st_size, media_type or None)
                     found.append((stat.st_mtime_ns, entry))
@@ -413,9 +411,9 @@ def _split_digest(digest: str) -> tuple[str, str]:
     return algorithm, hexpart
 
 
-def _hashes_to(path: Path, algorithm: str, hexpart: str) -> bool:
+def _hash_file(path: Path, algorithm: str) -> str:
     with path.open("rb") as file:
-        return hashlib.file_digest(file, algorithm).hexdigest() == hexpart
+        return hashlib.file_digest(file, algorithm).hexdigest()
 
 
 def _write_all(fd: int, data: bytes) -> None:
