@@ -72,8 +72,9 @@ async def test_skopeo_path_prefix(
     """podman/CRI-O style: registries.conf mirror ``NODE/docker.io`` (path-prefix form)."""
     name = registry.new_repo("library/sko")
     image = registry.push_oci_image(name, "v1", layer_sizes=[100_000])
-    conf = write_registries_conf(tmp_path / "registries.conf", "docker.io", f"{node.host}/docker.io",
-                                 location="127.0.0.1:9")  # fmt: skip
+    conf = write_registries_conf(
+        tmp_path / "registries.conf", "docker.io", f"{node.host}/docker.io", location="127.0.0.1:9"
+    )
     dest = tmp_path / "out"
     result = await trio.to_thread.run_sync(
         lambda: skopeo.copy(f"docker.io/{name}:v1", dest, registries_conf=conf)
@@ -88,8 +89,9 @@ async def test_podman_pulls_through_node(
 ) -> None:
     name = registry.new_repo("library/pod")
     image = registry.push_docker_image(name, "v1", layer_sizes=[100_000])
-    conf = write_registries_conf(tmp_path / "registries.conf", "docker.io", f"{node.host}/docker.io",
-                                 location="127.0.0.1:9")  # fmt: skip
+    conf = write_registries_conf(
+        tmp_path / "registries.conf", "docker.io", f"{node.host}/docker.io", location="127.0.0.1:9"
+    )
     result = await trio.to_thread.run_sync(lambda: podman.pull(f"docker.io/{name}:v1", conf))
     assert result.returncode == 0, result.stderr
     assert podman.image_digests()[f"docker.io/{name}:v1"] == image.digest
