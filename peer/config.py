@@ -76,6 +76,7 @@ class PeerConfig:
     allows: Path | None = None
     tracker: str = "auto"
     tag_ttl: float = 300.0
+    origin_timeout: float = 30.0
     upload_rate: int | None = None
     download_rate: int | None = None
     cluster_secret: str | None = None
@@ -98,6 +99,11 @@ PEER_FLAGS: Final = [
     ("allows", "allows.txt whitelist (default: allow all)", "path"),
     ("tracker", "tracker URL, 'auto' (mDNS) or 'none' (default auto)", "str"),
     ("tag-ttl", "revalidate tags with the origin after this long (default 5m)", "duration"),
+    (
+        "origin-timeout",
+        "give up on an origin that sends nothing for this long (default 30s)",
+        "duration",
+    ),  # fmt: skip
     ("upload-rate", "P2P upload limit in bytes/s, e.g. 100MB (default unlimited)", "size"),
     ("download-rate", "P2P download limit in bytes/s (default unlimited)", "size"),
     ("cluster-secret", "shared secret that authenticates peers and tracker traffic", "str"),
@@ -191,8 +197,9 @@ def peer_config(raw: Mapping[str, Any]) -> PeerConfig:
         for key in ("upload_rate", "download_rate"):
             if key in raw:
                 kw[key] = parse_size(raw[key]) or None
-        if "tag_ttl" in raw:
-            kw["tag_ttl"] = parse_duration(raw["tag_ttl"])
+        for key in ("tag_ttl", "origin_timeout"):
+            if key in raw:
+                kw[key] = parse_duration(raw[key])
         if "upstream" in raw:
             kw["upstreams"] = _parse_upstreams(raw["upstream"])
     except ConfigError:

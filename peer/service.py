@@ -45,7 +45,7 @@ async def serve(
     metrics = NodeMetrics()
     metrics.cache_bytes.set(cache.used_bytes)
     metrics.cache_entries.set(count)
-    upstream = Upstream(config.upstreams)
+    upstream = Upstream(config.upstreams, read_timeout=config.origin_timeout)
     try:
         async with trio.open_nursery() as background:
             ctx = NodeContext(

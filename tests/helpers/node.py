@@ -32,7 +32,8 @@ class Node:
     config: PeerConfig
 
     def client(self, **kw: Any) -> httpx.AsyncClient:
-        return httpx.AsyncClient(base_url=self.url, timeout=30, **kw)
+        kw.setdefault("timeout", 30)
+        return httpx.AsyncClient(base_url=self.url, **kw)
 
 
 @asynccontextmanager

@@ -15,6 +15,7 @@ import httpx
 import pytest
 import trio
 
+from tests.helpers.faultproxy import Faults, fault_proxy
 from tests.helpers.images import PushedImage, digest_of
 from tests.helpers.node import Node, running_node
 from tests.helpers.registry import Registry
@@ -403,3 +404,41 @@ def test_error_bodies_are_json(tmp_path: Path) -> None:
     assert json.loads(resp.body) == {
         "errors": [{"code": "DENIED", "message": "no", "detail": {"a": 1}}]
     }
+
+
+async def test_truncated_upstream_body_is_never_committed(
+    registry: Registry, tmp_path: Path
+) -> None:
+    """The origin cuts a blob short: the client sees a broken transfer, the cache stays clean."""
+    name = registry.new_repo()
+    data = hashlib.shake_256(b"truncate").digest(2 * 1024 * 1024)
+    digest = registry.push_blob(name, data)
+    faults = Faults(cut_after=300_000)
+    async with fault_proxy(registry.host, faults) as proxy, running_node(
+        tmp_path / "n", upstreams={registry.host: proxy}, default_registry=registry.host
+    ) as node, node.client() as client:  # fmt: skip
+        with pytest.raises(httpx.HTTPError):
+            await client.get(f"/v2/{name}/blobs/{digest}")
+        await trio.sleep(0.2)
+        assert list((tmp_path / "n" / "cache").rglob("*" + digest.split(":")[1] + "*")) == []
+        faults.cut_after = None
+        async with node.client() as fresh:
+            resp = await fresh.get(f"/v2/{name}/blobs/{digest}")
+        assert resp.status_code == 200
+        assert resp.content == data
+
+
+async def test_stalled_origin_fails_the_pull_not_the_node(
+    registry: Registry, tmp_path: Path
+) -> None:
+    """An origin that stops sending mid-manifest: the client gets an OCI error, not a hang."""
+    name = registry.new_repo()
+    registry.push_oci_image(name, "v1")
+    faults = Faults(stall_after=10)
+    async with fault_proxy(registry.host, faults) as proxy, running_node(
+        tmp_path / "n", upstreams={registry.host: proxy}, default_registry=registry.host,
+        origin_timeout=1.0,
+    ) as node, node.client(timeout=60) as client:  # fmt: skip
+        resp = await client.get(f"/v2/{name}/manifests/v1", headers={"Accept": OCI_MANIFEST})
+        assert resp.status_code == 503
+        assert _error_code(resp) == "UNAVAILABLE"
