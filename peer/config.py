@@ -103,7 +103,7 @@ PEER_FLAGS: Final = [
         "origin-timeout",
         "give up on an origin that sends nothing for this long (default 30s)",
         "duration",
-    ),  # fmt: skip
+    ),
     ("upload-rate", "P2P upload limit in bytes/s, e.g. 100MB (default unlimited)", "size"),
     ("download-rate", "P2P download limit in bytes/s (default unlimited)", "size"),
     ("cluster-secret", "shared secret that authenticates peers and tracker traffic", "str"),
