@@ -316,7 +316,7 @@ def decode(frame: Frame) -> Message:
         # to the input length, cannot make it allocate more than the header weighs.
         obj = msgpack.unpackb(frame.header, raw=False, use_list=True, strict_map_key=True)
     except (ValueError, TypeError, OverflowError, msgpack.UnpackException) as exc:
-        raise RemoteProtocolError(f"undecodable header: {exc}") from exc
+        raise RemoteProtocolError(f"undecodable header: {type(exc).__name__} {exc}") from exc
     if type(obj) is not list or not obj:
         raise RemoteProtocolError("header is not a non-empty array")
     tag = obj[0]
