@@ -72,6 +72,40 @@ def test_docker_image_uses_schema2_media_types() -> None:
 
 
 # ---------------------------------------------------------------------------------------
+# process machinery
+
+
+def test_a_daemon_that_dies_fails_fast_quoting_its_log(tmp_path: Path) -> None:
+    log = tmp_path / "daemon.log"
+    proc = procs.start(["sh", "-c", "echo config is broken; exit 3"], log)
+    try:
+        with pytest.raises(procs.ProcessFailed, match=r"exited with 3(.|\n)*config is broken"):
+            procs.wait_for(lambda: None, what="daemon", timeout=30, proc=proc, log_path=log)
+    finally:
+        procs.stop(proc)
+
+
+def test_a_daemon_that_never_gets_ready_times_out_and_is_stopped(tmp_path: Path) -> None:
+    log = tmp_path / "daemon.log"
+    proc = procs.start(["sleep", "60"], log)
+    try:
+        with pytest.raises(procs.ProcessFailed, match="not ready after"):
+            procs.wait_for(lambda: None, what="daemon", timeout=0.2, proc=proc, log_path=log)
+    finally:
+        procs.stop(proc, grace=5)
+    assert proc.returncode is not None
+
+
+def test_missing_binary_skips_unless_required(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SHOAL_REQUIRE_BINARIES", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="apt-get install no-such-package"):
+        procs.require_binary("shoal-no-such-binary", "no-such-package")
+    monkeypatch.setenv("SHOAL_REQUIRE_BINARIES", "1")
+    with pytest.raises(pytest.fail.Exception, match="not installed"):
+        procs.require_binary("shoal-no-such-binary", "no-such-package")
+
+
+# ---------------------------------------------------------------------------------------
 # docker-registry
 
 
