@@ -12,7 +12,7 @@ import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Final, TypeVar
 
 from tracker.errors import BadMessage
 
@@ -57,8 +57,7 @@ MEDIA_TYPE: Final = _rule(
     255,
 )
 
-Encoder = Callable[[Any], dict[str, object]]
-Decoder = Callable[["Fields"], object]
+T = TypeVar("T")
 
 
 def int_(value: object, where: str, lo: int, hi: int) -> int:
@@ -120,7 +119,7 @@ def list_(value: object, where: str, max_len: int) -> list[object]:
 
 
 class Fields:
-    """Typed, validating access to one decoded msgpack map."""
+    """Validating access to one decoded msgpack map."""
 
     __slots__ = ("_raw",)
 
@@ -129,45 +128,15 @@ class Fields:
 
     @classmethod
     def of(cls, raw: object, where: str) -> Fields:
-        """Wrap ``raw``, which must be a map with string keys."""
+        """Wrap ``raw``, which must be a map (msgpack's ``strict_map_key`` made keys str)."""
         if not isinstance(raw, dict):
             raise BadMessage(f"{where}: expected a map, got {type(raw).__name__}")
         return cls(raw)
 
-    def _get(self, key: str) -> object:
+    def get(self, key: str, valid: Callable[[object, str], T]) -> T:
+        """Field ``key`` checked by ``valid``; a missing field is a ``BadMessage``."""
         try:
-            return self._raw[key]
+            value = self._raw[key]
         except KeyError:
             raise BadMessage(f"missing field {key!r}") from None
-
-    def int_(self, key: str, lo: int, hi: int) -> int:
-        """Field ``key`` as an integer in ``[lo, hi]``."""
-        return int_(self._get(key), key, lo, hi)
-
-    def float_(self, key: str, lo: float, hi: float) -> float:
-        """Field ``key`` as a finite number in ``[lo, hi]``."""
-        return float_(self._get(key), key, lo, hi)
-
-    def bool_(self, key: str) -> bool:
-        """Field ``key`` as a boolean."""
-        return bool_(self._get(key), key)
-
-    def str_(self, key: str, rule: Rule) -> str:
-        """Field ``key`` as a string matching ``rule``."""
-        return str_(self._get(key), key, rule)
-
-    def bytes_(self, key: str, lo: int, hi: int) -> bytes:
-        """Field ``key`` as ``lo`` to ``hi`` raw bytes."""
-        return bytes_(self._get(key), key, lo, hi)
-
-    def list_(self, key: str, max_len: int) -> list[object]:
-        """Field ``key`` as an array of at most ``max_len`` items."""
-        return list_(self._get(key), key, max_len)
-
-    def rows(self, key: str, arity: int, max_len: int) -> list[list[object]]:
-        """Field ``key`` as an array of fixed-length arrays (compact records)."""
-        rows = self.list_(key, max_len)
-        for row in rows:
-            if not isinstance(row, list) or len(row) != arity:
-                raise BadMessage(f"{key}: every item must be an array of {arity}")
-        return rows  # type: ignore[return-value]  # checked item by item just above
+        return valid(value, key)

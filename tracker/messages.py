@@ -1,0 +1,247 @@
+"""The tracker protocol's message types and limits (pure data; no I/O, no codec).
+
+Import them from :mod:`tracker.protocol`, which re-exports everything here next to the
+msgpack codec; this module exists only to keep each file short. Every type is a frozen,
+keyword-only, slotted dataclass; times are Unix seconds as floats chosen by the sender.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final, NamedTuple, TypeVar
+
+#: Bumped when a field is removed or changes meaning; peers and tracker must agree.
+PROTOCOL_VERSION: Final = 1
+#: ``Content-Type`` of every ``/v1/*`` body (the name msgpack users send in practice).
+MEDIA_TYPE: Final = "application/msgpack"
+
+# Limits. Each bounds what one message may make the tracker hold; see docs/tracker.md.
+#: One node's cache of ~200 GB of ~25 MB layers is ~8,000 blobs; one announce at the cap
+#: weighs ~650 KB, under MAX_BODY.
+MAX_HELD: Final = 8192
+#: Blobs a node downloads at once; pullers run a few images × a dozen layers in parallel.
+MAX_IN_PROGRESS: Final = 256
+#: 16,384 pieces × 4 MiB covers a 64 GiB blob; the hash list then weighs 512 KiB.
+MAX_PIECES: Final = 16_384
+#: Peers one lookup may return: enough to saturate a link, small enough to spread load.
+MAX_LOOKUP_LIMIT: Final = 64
+#: Largest body any /v1 route reads (checked before msgpack sees a byte).
+MAX_BODY: Final = 1 << 20
+#: Largest blob size we accept: 2**53 keeps sizes exact in JSON (admin API) clients.
+MAX_SIZE: Final = 1 << 53
+#: Piece sizes between 16 KiB and 64 MiB: below wastes hashes, above defeats spreading.
+MIN_PIECE_SIZE: Final = 1 << 14
+MAX_PIECE_SIZE: Final = 1 << 26
+#: Leases are short: long enough for one range fetch, short enough to recover a dead node.
+MAX_LEASE_TTL: Final = 300.0
+#: Piece ranges per blob a lease can name (same bound as pieces per blob).
+MAX_PIECE_INDEX: Final = MAX_PIECES - 1
+
+
+class BlobHeld(NamedTuple):
+    """A blob a peer holds completely.
+
+    A ``NamedTuple`` rather than a frozen dataclass (the rule elsewhere): an announce
+    carries up to ``MAX_HELD`` of these and building a tuple costs a fifth of a frozen
+    slotted dataclass, which matters at thousands of announces per second.
+    """
+
+    digest: str
+    size: int
+
+
+class BlobInProgress(NamedTuple):
+    """A blob a peer is downloading, with how many of its bytes it already holds.
+
+    A ``NamedTuple`` for the same reason as :class:`BlobHeld`.
+    """
+
+    digest: str
+    size: int
+    bytes_held: int
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Announce:
+    """A peer's full state, sent on start and every ``interval`` (idempotent).
+
+    ``session`` is a random value the peer picks once per process: the tracker binds a live
+    peer id to it, so another process cannot take over or evict that id (409).
+    ``upload_slots`` is how many uploads the peer serves at once and ``load`` how many it
+    serves now; the ``bytes_*`` counters are totals since the peer started.
+    """
+
+    peer_id: str
+    session: bytes
+    host: str
+    port: int
+    held: tuple[BlobHeld, ...] = ()
+    in_progress: tuple[BlobInProgress, ...] = ()
+    upload_slots: int = 0
+    load: int = 0
+    bytes_served: int = 0
+    bytes_from_origin: int = 0
+    bytes_from_peers: int = 0
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class AnnounceReply:
+    """When to announce next, how long the tracker remembers us, and whether to drain."""
+
+    interval: float
+    peer_ttl: float
+    draining: bool = False
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Leave:
+    """A peer shutting down: forget it now rather than at TTL expiry."""
+
+    peer_id: str
+    session: bytes
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Ack:
+    """An empty success answer (to ``Leave``)."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Lookup:
+    """Who can serve ``digest``? ``peer_id`` is the asker, never returned to itself."""
+
+    digest: str
+    peer_id: str
+    limit: int = 16
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class PeerAddr:
+    """One peer that can serve (part of) a blob, as a lookup returns it."""
+
+    peer_id: str
+    host: str
+    port: int
+    complete: bool
+    bytes_held: int
+    load: int = 0
+    upload_slots: int = 0
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class LookupReply:
+    """Peers ranked best first: complete and idle, then busy, then partial, then saturated.
+
+    ``size`` is 0 when no live peer announced the blob.
+    """
+
+    digest: str
+    size: int
+    peers: tuple[PeerAddr, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class PieceHashes:
+    """SHA-256 of every piece of a blob, recorded by the peer that fetched it from the origin.
+
+    The first record for a digest wins; a later different one is counted as a conflict.
+    """
+
+    digest: str
+    size: int
+    piece_size: int
+    hashes: tuple[bytes, ...]
+    peer_id: str
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class PiecesPutReply:
+    """``stored`` is False when a record already existed; ``conflict`` when it differed."""
+
+    stored: bool
+    conflict: bool = False
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class PiecesQuery:
+    """Ask for the piece hashes of ``digest`` (answered by ``PieceHashes`` or 404)."""
+
+    digest: str
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TagQuery:
+    """The key of a tag resolution: which registry, repository, tag and Accept set.
+
+    ``accept`` is the peer's canonical form of the client's Accept header (media types,
+    sorted, comma-joined): the same tag resolves to different manifests per Accept.
+    """
+
+    registry: str
+    repository: str
+    tag: str
+    accept: str
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TagRecord:
+    """A tag→digest resolution a peer made against the origin at ``resolved_at``."""
+
+    registry: str
+    repository: str
+    tag: str
+    accept: str
+    digest: str
+    media_type: str
+    size: int
+    resolved_at: float
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TagPutReply:
+    """``stored`` is False when the tracker already had a resolution at least as recent."""
+
+    stored: bool
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class LeaseRequest:
+    """Ask to be the one node fetching a piece range of ``digest`` from the origin.
+
+    ``piece_index`` names the range (its first piece, in the P2P layer's range units).
+    The holder renews by asking again; ``ttl`` 0 releases the lease.
+    """
+
+    digest: str
+    piece_index: int
+    peer_id: str
+    session: bytes
+    ttl: float
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class LeaseReply:
+    """``granted`` to the asker, or held by ``holder`` until ``expires_at`` (Unix seconds)."""
+
+    granted: bool
+    holder: str
+    expires_at: float
+
+
+Message = (
+    Announce
+    | AnnounceReply
+    | Leave
+    | Ack
+    | Lookup
+    | LookupReply
+    | PieceHashes
+    | PiecesPutReply
+    | PiecesQuery
+    | TagQuery
+    | TagRecord
+    | TagPutReply
+    | LeaseRequest
+    | LeaseReply
+)
+M = TypeVar("M", bound=Message)

@@ -1,0 +1,149 @@
+"""Piece hashes, tag resolutions and origin-fetch leases held in memory (pure).
+
+These records help the P2P layer rather than describe the swarm, so they live apart from
+the peer/blob tables of ``tracker.registry``. All three are bounded: the oldest piece
+record or tag is evicted first when a cap is reached (``dict`` keeps insertion order, and
+an update re-inserts), and leases refuse new entries at their cap after sweeping.
+
+Leases. One lease per ``(digest, piece_index)``: the first peer to ask gets it for
+``ttl`` seconds, renews it by asking again, and releases it with ``ttl == 0``; while it is
+live every other asker gets ``granted=False`` with the holder and the expiry, and should
+fetch that range from the holder (or wait) rather than from the origin.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from tracker import protocol as p
+from tracker.errors import RegistryFull
+from tracker.model import Policy
+
+#: Bookkeeping bytes we charge per piece record beyond its hashes (object headers, key).
+PIECE_RECORD_OVERHEAD: Final = 256
+
+_TagKey = tuple[str, str, str, str]
+
+
+def tag_key(q: p.TagQuery | p.TagRecord) -> _TagKey:
+    """The identity of a tag resolution."""
+    return (q.registry, q.repository, q.tag, q.accept)
+
+
+def piece_record_cost(record: p.PieceHashes) -> int:
+    """Bytes a piece record is charged against ``Policy.max_piece_bytes``."""
+    return PIECE_RECORD_OVERHEAD + 32 * len(record.hashes)
+
+
+class Records:
+    """The three record tables; see the module docstring.
+
+    Args:
+        policy: Caps (``max_piece_bytes``, ``max_tags``, ``max_leases``).
+    """
+
+    def __init__(self, policy: Policy) -> None:
+        self._policy = policy
+        self._pieces: dict[str, p.PieceHashes] = {}
+        self._piece_bytes = 0
+        self.conflicts: dict[str, int] = {}
+        self._tags: dict[_TagKey, p.TagRecord] = {}
+        self._leases: dict[tuple[str, int], tuple[str, float]] = {}
+
+    @property
+    def piece_count(self) -> int:
+        """Number of piece-hash records."""
+        return len(self._pieces)
+
+    @property
+    def tag_count(self) -> int:
+        """Number of tag resolutions."""
+        return len(self._tags)
+
+    @property
+    def lease_count(self) -> int:
+        """Number of leases (live, or expired and not yet swept)."""
+        return len(self._leases)
+
+    def put_pieces(self, record: p.PieceHashes) -> p.PiecesPutReply:
+        """Keep the first record per digest; count a different later one as a conflict."""
+        current = self._pieces.get(record.digest)
+        if current is not None:
+            same = (current.size, current.piece_size, current.hashes) == (
+                record.size,
+                record.piece_size,
+                record.hashes,
+            )
+            if not same:
+                self.conflicts[record.digest] = self.conflicts.get(record.digest, 0) + 1
+            return p.PiecesPutReply(stored=False, conflict=not same)
+        cost = piece_record_cost(record)
+        while self._pieces and self._piece_bytes + cost > self._policy.max_piece_bytes:
+            oldest = next(iter(self._pieces))
+            self._piece_bytes -= piece_record_cost(self._pieces.pop(oldest))
+            self.conflicts.pop(oldest, None)
+        self._pieces[record.digest] = record
+        self._piece_bytes += cost
+        return p.PiecesPutReply(stored=True)
+
+    def get_pieces(self, digest: str) -> p.PieceHashes | None:
+        """The piece record of ``digest``, if any."""
+        return self._pieces.get(digest)
+
+    def put_tag(self, record: p.TagRecord) -> bool:
+        """Keep the most recent resolution per key; False if ours was at least as recent."""
+        key = tag_key(record)
+        current = self._tags.pop(key, None)
+        if current is not None and current.resolved_at >= record.resolved_at:
+            self._tags[key] = current
+            return False
+        while len(self._tags) >= self._policy.max_tags:
+            del self._tags[next(iter(self._tags))]
+        self._tags[key] = record
+        return True
+
+    def get_tag(self, q: p.TagQuery) -> p.TagRecord | None:
+        """The resolution stored for ``q``'s key, if any."""
+        return self._tags.get(tag_key(q))
+
+    def lease(self, req: p.LeaseRequest, now: float) -> p.LeaseReply:
+        """Grant, renew, release or refuse a lease (see the module docstring).
+
+        Raises:
+            RegistryFull: ``max_leases`` live leases exist and this one is new.
+        """
+        key = (req.digest, req.piece_index)
+        current = self._leases.get(key)
+        if current is not None and current[1] > now and current[0] != req.peer_id:
+            return p.LeaseReply(granted=False, holder=current[0], expires_at=current[1])
+        if req.ttl == 0:
+            self._leases.pop(key, None)
+            return p.LeaseReply(granted=True, holder=req.peer_id, expires_at=now)
+        if current is None and len(self._leases) >= self._policy.max_leases:
+            self.sweep(now)
+            if len(self._leases) >= self._policy.max_leases:
+                raise RegistryFull(f"{len(self._leases)} live leases")
+        expires_at = now + req.ttl
+        self._leases[key] = (req.peer_id, expires_at)
+        return p.LeaseReply(granted=True, holder=req.peer_id, expires_at=expires_at)
+
+    def forget(self, digest: str) -> bool:
+        """Drop the piece hashes and tag resolutions of ``digest``; True if there were any.
+
+        Leases are left to expire: they live minutes at most.
+        """
+        found = False
+        record = self._pieces.pop(digest, None)
+        if record is not None:
+            self._piece_bytes -= piece_record_cost(record)
+            found = True
+        self.conflicts.pop(digest, None)
+        for key in [k for k, v in self._tags.items() if v.digest == digest]:
+            del self._tags[key]
+            found = True
+        return found
+
+    def sweep(self, now: float) -> None:
+        """Drop expired leases."""
+        for key in [k for k, (_, until) in self._leases.items() if until <= now]:
+            del self._leases[key]

@@ -1,0 +1,394 @@
+"""The swarm registry held in memory (pure: no I/O, no clock reads).
+
+Every method that depends on time takes ``now`` (Unix seconds) from its caller: the HTTP
+shell passes the wall clock, tests pass literals. Randomness comes from an injectable
+``random.Random``.
+
+Invariants (checked by the tests):
+
+1. A peer id appears in a blob's ``complete`` or ``partial`` set iff that blob's digest is
+   in the peer's ``held`` tuple or ``partial`` map; a blob with no holder is dropped.
+2. ``_holdings`` is the total number of (peer, blob) entries and never exceeds
+   ``policy.max_holdings``; ``_peers`` never exceeds ``policy.max_peers``.
+3. ``_peers`` is ordered by last announce (oldest first), so :meth:`sweep` removes expired
+   peers in time proportional to how many expired.
+4. An expired peer is never handed out, even before a sweep removes it.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Final
+
+from tracker import protocol as p
+from tracker.errors import PeerBanned, PeerConflict, RegistryFull, TooManyRequests
+from tracker.model import (
+    BlobDetail,
+    BlobView,
+    HolderView,
+    PeerView,
+    Policy,
+    Stats,
+    TransferView,
+    rank,
+    tier_of,
+)
+from tracker.records import Records
+
+#: Upper bound on ``limit`` for the admin listings (one page).
+MAX_PAGE: Final = 10_000
+
+
+class _Peer:
+    """Mutable state of one peer (internal)."""
+
+    __slots__ = (
+        "bytes_from_origin",
+        "bytes_from_peers",
+        "bytes_served",
+        "draining",
+        "held",
+        "host",
+        "last_seen",
+        "load",
+        "partial",
+        "peer_id",
+        "port",
+        "session",
+        "upload_slots",
+    )
+
+    def __init__(self, peer_id: str, session: bytes) -> None:
+        self.peer_id = peer_id
+        self.session = session
+        self.host = ""
+        self.port = 0
+        self.held: tuple[str, ...] = ()
+        self.partial: dict[str, int] = {}
+        self.upload_slots = 0
+        self.load = 0
+        self.bytes_served = 0
+        self.bytes_from_origin = 0
+        self.bytes_from_peers = 0
+        self.last_seen = 0.0
+        self.draining = False
+
+
+class _Blob:
+    """Holders of one blob (internal). ``digest`` is the one shared string for the digest."""
+
+    __slots__ = ("complete", "digest", "partial", "size")
+
+    def __init__(self, digest: str, size: int) -> None:
+        self.digest = digest
+        self.size = size
+        self.complete: set[str] = set()
+        self.partial: set[str] = set()
+
+
+class Registry:
+    """Who holds which blob, plus piece hashes, tag resolutions and origin leases.
+
+    Args:
+        policy: Timing and caps.
+        rng: Randomness for lookup sampling.
+    """
+
+    def __init__(self, policy: Policy | None = None, *, rng: random.Random | None = None) -> None:
+        self.policy = policy or Policy()
+        self._rng = rng or random.Random()
+        self._peers: dict[str, _Peer] = {}
+        self._blobs: dict[str, _Blob] = {}
+        self._bans: dict[str, float] = {}
+        self._holdings = 0
+        self.records = Records(self.policy)
+
+    # --- peer protocol ------------------------------------------------------------------
+
+    def announce(self, a: p.Announce, now: float) -> p.AnnounceReply:
+        """Record a peer's full state.
+
+        Raises:
+            PeerBanned: An operator banned this peer id.
+            PeerConflict: The id is live under another session.
+            TooManyRequests: The same session announced less than the minimum gap ago.
+            RegistryFull: Too many peers or holdings; nothing was changed.
+        """
+        self._check_ban(a.peer_id, now)
+        peer = self._live(a.peer_id, now)
+        if peer is not None:
+            if peer.session != a.session:
+                raise PeerConflict(f"peer id {a.peer_id!r} is live under another session")
+            wait = peer.last_seen + self.policy.min_announce_gap - now
+            if wait > 0:
+                raise TooManyRequests("announce again later", retry_after=wait)
+        elif len(self._peers) >= self.policy.max_peers:
+            self.sweep(now)
+            if len(self._peers) >= self.policy.max_peers:
+                raise RegistryFull(f"{len(self._peers)} live peers")
+        held = {b.digest: b.size for b in a.held}
+        partial = {b.digest: b for b in a.in_progress if b.digest not in held}
+        before = 0 if peer is None else len(peer.held) + len(peer.partial)
+        if self._holdings - before + len(held) + len(partial) > self.policy.max_holdings:
+            raise RegistryFull(f"{self._holdings} holdings")
+        if peer is None:
+            peer = _Peer(a.peer_id, a.session)
+        else:
+            self._unlink(peer)
+            del self._peers[peer.peer_id]  # re-inserted below: keeps last-seen order
+        peer.held = tuple(self._blob(d, size).digest for d, size in held.items())
+        for digest in peer.held:
+            self._blobs[digest].complete.add(peer.peer_id)
+        peer.partial = {}
+        for b in partial.values():
+            blob = self._blob(b.digest, b.size)
+            blob.partial.add(peer.peer_id)
+            peer.partial[blob.digest] = b.bytes_held
+        self._holdings += len(peer.held) + len(peer.partial)
+        peer.host, peer.port = a.host, a.port
+        peer.upload_slots, peer.load = a.upload_slots, a.load
+        peer.bytes_served = a.bytes_served
+        peer.bytes_from_origin = a.bytes_from_origin
+        peer.bytes_from_peers = a.bytes_from_peers
+        peer.last_seen = now
+        self._peers[peer.peer_id] = peer
+        return p.AnnounceReply(
+            interval=self.policy.announce_interval,
+            peer_ttl=self.policy.peer_ttl,
+            draining=peer.draining,
+        )
+
+    def leave(self, msg: p.Leave, now: float) -> None:
+        """Forget a peer now. Unknown or expired ids are fine (leave is idempotent).
+
+        Raises:
+            PeerConflict: The id is live under another session.
+        """
+        peer = self._live(msg.peer_id, now)
+        if peer is None:
+            return
+        if peer.session != msg.session:
+            raise PeerConflict(f"peer id {msg.peer_id!r} is live under another session")
+        self._remove(peer)
+
+    def lookup(self, q: p.Lookup, now: float) -> p.LookupReply:
+        """Rank live holders of ``q.digest`` (see ``tracker.model``); never the asker."""
+        blob = self._blobs.get(q.digest)
+        if blob is None:
+            return p.LookupReply(digest=q.digest, size=0)
+        deadline = now - self.policy.peer_ttl
+        peers = self._peers
+        candidates: list[tuple[int, tuple[_Peer, bool]]] = []
+        for complete, members in ((True, blob.complete), (False, blob.partial)):
+            for peer_id in members:
+                peer = peers[peer_id]
+                if peer_id == q.peer_id or peer.draining or peer.last_seen <= deadline:
+                    continue
+                tier = tier_of(complete=complete, load=peer.load, upload_slots=peer.upload_slots)
+                candidates.append((tier, (peer, complete)))
+        chosen = rank(candidates, limit=q.limit, rng=self._rng)
+        return p.LookupReply(
+            digest=blob.digest,
+            size=blob.size,
+            peers=tuple(
+                p.PeerAddr(
+                    peer_id=peer.peer_id,
+                    host=peer.host,
+                    port=peer.port,
+                    complete=complete,
+                    bytes_held=blob.size if complete else peer.partial[blob.digest],
+                    load=peer.load,
+                    upload_slots=peer.upload_slots,
+                )
+                for peer, complete in chosen
+            ),
+        )
+
+    def lease(self, req: p.LeaseRequest, now: float) -> p.LeaseReply:
+        """Grant, renew, release or refuse an origin-fetch lease (see ``Records.lease``).
+
+        Raises:
+            PeerConflict: The asker's id is live under another session.
+            RegistryFull: Too many live leases.
+        """
+        peer = self._live(req.peer_id, now)
+        if peer is not None and peer.session != req.session:
+            raise PeerConflict(f"peer id {req.peer_id!r} is live under another session")
+        return self.records.lease(req, now)
+
+    # --- admin --------------------------------------------------------------------------
+
+    def peers(self, now: float, *, offset: int = 0, limit: int = MAX_PAGE) -> list[PeerView]:
+        """Live peers sorted by id, one page."""
+        self.sweep(now)
+        ids = sorted(self._peers)[offset : offset + limit]
+        return [self._peer_view(self._peers[i]) for i in ids]
+
+    def blobs(self, now: float, *, offset: int = 0, limit: int = MAX_PAGE) -> list[BlobView]:
+        """Blobs with live holders sorted by digest, one page."""
+        self.sweep(now)
+        digests = sorted(self._blobs)[offset : offset + limit]
+        return [
+            BlobView(
+                digest=b.digest, size=b.size, holders=len(b.complete), in_progress=len(b.partial)
+            )
+            for b in (self._blobs[d] for d in digests)
+        ]
+
+    def blob(self, digest: str, now: float) -> BlobDetail | None:
+        """One blob and its live holders, or None if no live peer holds it."""
+        self.sweep(now)
+        blob = self._blobs.get(digest)
+        if blob is None:
+            return None
+        holders = [self._holder(self._peers[i], blob, True) for i in sorted(blob.complete)]
+        holders += [self._holder(self._peers[i], blob, False) for i in sorted(blob.partial)]
+        return BlobDetail(digest=blob.digest, size=blob.size, holders=tuple(holders))
+
+    def transfers(self, now: float, *, limit: int = MAX_PAGE) -> list[TransferView]:
+        """Downloads in progress on live peers, most recently announced first."""
+        self.sweep(now)
+        out: list[TransferView] = []
+        for peer in reversed(self._peers.values()):
+            for digest, held in peer.partial.items():
+                if len(out) >= limit:
+                    return out
+                size = self._blobs[digest].size
+                out.append(
+                    TransferView(peer_id=peer.peer_id, digest=digest, size=size, bytes_held=held)
+                )
+        return out
+
+    def drain(self, peer_id: str, now: float) -> bool:
+        """Stop handing out a live peer and tell it to drain; False if it is unknown."""
+        peer = self._live(peer_id, now)
+        if peer is None:
+            return False
+        peer.draining = True
+        return True
+
+    def ban(self, peer_id: str, now: float) -> None:
+        """Forget a peer and refuse its announces for ``policy.ban_seconds``."""
+        self._bans[peer_id] = now + self.policy.ban_seconds
+        peer = self._peers.get(peer_id)
+        if peer is not None:
+            self._remove(peer)
+
+    def forget(self, digest: str) -> bool:
+        """Drop a blob, its holders, piece hashes and tags; False if nothing was known.
+
+        Peers that still hold it list it again in their next announce.
+        """
+        blob = self._blobs.pop(digest, None)
+        for peer_id in () if blob is None else blob.complete:
+            peer = self._peers[peer_id]
+            peer.held = tuple(d for d in peer.held if d != digest)
+        for peer_id in () if blob is None else blob.partial:
+            del self._peers[peer_id].partial[digest]
+        if blob is not None:
+            self._holdings -= len(blob.complete) + len(blob.partial)
+        dropped = self.records.forget(digest)
+        return blob is not None or dropped
+
+    def stats(self, now: float) -> Stats:
+        """Totals over live peers and records."""
+        self.sweep(now)
+        peers = self._peers.values()
+        return Stats(
+            peers=len(self._peers),
+            blobs=len(self._blobs),
+            holdings=self._holdings,
+            in_progress=sum(len(x.partial) for x in peers),
+            bytes_served=sum(x.bytes_served for x in peers),
+            bytes_from_origin=sum(x.bytes_from_origin for x in peers),
+            bytes_from_peers=sum(x.bytes_from_peers for x in peers),
+            piece_records=self.records.piece_count,
+            tag_records=self.records.tag_count,
+            leases=self.records.lease_count,
+        )
+
+    def sweep(self, now: float) -> int:
+        """Remove expired peers, bans and leases; return how many peers expired."""
+        deadline = now - self.policy.peer_ttl
+        expired = 0
+        while self._peers:
+            oldest = next(iter(self._peers.values()))
+            if oldest.last_seen > deadline:
+                break
+            self._remove(oldest)
+            expired += 1
+        for peer_id in [i for i, until in self._bans.items() if until <= now]:
+            del self._bans[peer_id]
+        self.records.sweep(now)
+        return expired
+
+    # --- internals ----------------------------------------------------------------------
+
+    def _check_ban(self, peer_id: str, now: float) -> None:
+        until = self._bans.get(peer_id)
+        if until is not None:
+            if until > now:
+                raise PeerBanned(f"peer id {peer_id!r} is banned")
+            del self._bans[peer_id]
+
+    def _live(self, peer_id: str, now: float) -> _Peer | None:
+        peer = self._peers.get(peer_id)
+        if peer is not None and peer.last_seen <= now - self.policy.peer_ttl:
+            self._remove(peer)
+            return None
+        return peer
+
+    def _blob(self, digest: str, size: int) -> _Blob:
+        blob = self._blobs.get(digest)
+        if blob is None:
+            blob = self._blobs[digest] = _Blob(digest, size)
+        return blob
+
+    def _unlink(self, peer: _Peer) -> None:
+        """Remove ``peer`` from every blob's holder sets (it stays in ``_peers``)."""
+        blobs = self._blobs
+        for digest in peer.held:
+            blob = blobs[digest]
+            blob.complete.discard(peer.peer_id)
+            if not blob.complete and not blob.partial:
+                del blobs[digest]
+        for digest in peer.partial:
+            blob = blobs[digest]
+            blob.partial.discard(peer.peer_id)
+            if not blob.complete and not blob.partial:
+                del blobs[digest]
+        self._holdings -= len(peer.held) + len(peer.partial)
+        peer.held, peer.partial = (), {}
+
+    def _remove(self, peer: _Peer) -> None:
+        self._unlink(peer)
+        del self._peers[peer.peer_id]
+
+    def _peer_view(self, peer: _Peer) -> PeerView:
+        return PeerView(
+            peer_id=peer.peer_id,
+            host=peer.host,
+            port=peer.port,
+            last_seen=peer.last_seen,
+            expires_at=peer.last_seen + self.policy.peer_ttl,
+            held=len(peer.held),
+            in_progress=len(peer.partial),
+            upload_slots=peer.upload_slots,
+            load=peer.load,
+            bytes_served=peer.bytes_served,
+            bytes_from_origin=peer.bytes_from_origin,
+            bytes_from_peers=peer.bytes_from_peers,
+            draining=peer.draining,
+        )
+
+    @staticmethod
+    def _holder(peer: _Peer, blob: _Blob, complete: bool) -> HolderView:
+        return HolderView(
+            peer_id=peer.peer_id,
+            host=peer.host,
+            port=peer.port,
+            complete=complete,
+            bytes_held=blob.size if complete else peer.partial[blob.digest],
+            last_seen=peer.last_seen,
+            draining=peer.draining,
+        )
