@@ -77,7 +77,7 @@ class Request:
         return values[0] if values else None
 
 
-Body = bytes | FileBody | AsyncIterable[bytes]
+Body = bytes | FileBody | AsyncIterable[bytes] | AsyncIterable[FileBody]
 
 
 @dataclass(slots=True)
@@ -239,8 +239,8 @@ class _Conn:
                         await self._write(h11.Data(data=body))  # type: ignore[arg-type]
                 else:
                     async for chunk in body:
-                        if chunk:
-                            await self._write(h11.Data(data=chunk))
+                        if len(chunk):
+                            await self._write(h11.Data(data=chunk))  # type: ignore[arg-type]
             await self._write(h11.EndOfMessage())
         except h11.LocalProtocolError as exc:
             # The body came out shorter or longer than its Content-Length: drop the

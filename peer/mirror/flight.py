@@ -18,9 +18,10 @@ from typing import Final
 import trio
 
 from peer.errors import UpstreamUnavailable
+from peer.httpserver import FileBody
 
-# Bytes per pread when tailing a download: one syscall per MiB keeps the copy cost small.
-READ_CHUNK: Final = 1024 * 1024
+# Largest file range handed out at once while tailing a download.
+READ_CHUNK: Final = 8 * 1024 * 1024
 
 
 class Download:
@@ -84,8 +85,10 @@ class Download:
             return None
         return os.dup(self._fd)
 
-    async def read(self, fd: int, first: int, last: int) -> AsyncIterator[bytes]:
-        """Yield bytes ``first..last`` (inclusive) as they arrive; closes ``fd`` at the end.
+    async def read(self, fd: int, first: int, last: int) -> AsyncIterator[FileBody]:
+        """Yield file ranges covering ``first..last`` (inclusive) as they arrive.
+
+        ``fd`` (from :meth:`join`) is closed at the end.
 
         Raises:
             UpstreamUnavailable: the download failed before reaching ``last``.
@@ -100,12 +103,12 @@ class Download:
                 if self.done and self.written <= pos:
                     raise UpstreamUnavailable(f"download of {self.digest} ended early")
                 end = min(self.written, last + 1)
+                # The bytes are on disk already: hand out file ranges, which the HTTP
+                # server sends with sendfile (no copy through Python).
                 while pos < end:
-                    chunk = os.pread(fd, min(end - pos, READ_CHUNK), pos)
-                    if not chunk:
-                        raise UpstreamUnavailable("temp file shorter than recorded")
-                    pos += len(chunk)
-                    yield chunk
+                    n = min(end - pos, READ_CHUNK)
+                    yield FileBody(fd, pos, n)
+                    pos += n
         finally:
             os.close(fd)
 
