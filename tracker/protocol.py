@@ -96,6 +96,7 @@ __all__ = [
     "Leave",
     "Lookup",
     "LookupReply",
+    "M",
     "Message",
     "PeerAddr",
     "PieceHashes",

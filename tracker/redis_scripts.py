@@ -60,7 +60,7 @@ local function remove_peer(P, id)
     unlink(P, id, old[j], old[j + 1] == 'c')
   end
   redis.call('DEL', key)
-  redis.call('INCRBY', P .. 'holdings', -(#old / 2))
+  redis.call('INCRBY', P .. 'holdings', 0 - #old / 2)
   redis.call('ZREM', P .. 'seen', id)
   redis.call('HDEL', P .. 'session', id)
   redis.call('HDEL', P .. 'info', id)
@@ -289,7 +289,7 @@ local ids = redis.call('SMEMBERS', P .. 'c:' .. d)
 local part = redis.call('HKEYS', P .. 'i:' .. d)
 for _, id in ipairs(ids) do redis.call('HDEL', P .. 'pb:' .. id, d) end
 for _, id in ipairs(part) do redis.call('HDEL', P .. 'pb:' .. id, d) end
-redis.call('INCRBY', P .. 'holdings', -(#ids + #part))
+redis.call('INCRBY', P .. 'holdings', 0 - #ids - #part)
 redis.call('DEL', P .. 'c:' .. d, P .. 'i:' .. d)
 local found = redis.call('HDEL', P .. 'blobs', d)
 local cost = redis.call('HGET', P .. 'pieces_cost', d)

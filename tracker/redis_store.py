@@ -303,6 +303,10 @@ class RedisStore:
         removed = await self._run(self._script, "SWEEP", deadline, SWEEP_BATCH, repr(now))
         return int(removed)
 
+    async def ping(self) -> None:
+        """Raise ``StoreUnavailable`` unless Redis answers PING."""
+        await self._run(self._r.ping)
+
     async def aclose(self) -> None:
         """Close the connection pool."""
         await self._run(self._r.close)

@@ -46,6 +46,7 @@ class Store(Protocol):
     async def forget(self, digest: str) -> bool: ...
     async def stats(self, now: float) -> Stats: ...
     async def sweep(self, now: float) -> int: ...
+    async def ping(self) -> None: ...
     async def aclose(self) -> None: ...
 
 
@@ -128,6 +129,9 @@ class MemoryStore:
     async def sweep(self, now: float) -> int:
         """See :meth:`Registry.sweep`."""
         return self.registry.sweep(now)
+
+    async def ping(self) -> None:
+        """Always healthy."""
 
     async def aclose(self) -> None:
         """Nothing to release."""
