@@ -107,6 +107,36 @@ class BlobWriter:
         self._hash.update(data)
         self.written = end
 
+    def write_at(self, offset: int, data: bytes) -> None:
+        """Write a piece that may arrive out of order (P2P); see :meth:`hash_through`.
+
+        Needs ``expected_size``. Bytes written this way join the running hash only when
+        :meth:`hash_through` reads them back, once everything before them is on disk.
+        """
+        fd = self._live_fd()
+        with self._abort_on_error("writing"):
+            if self.expected_size is None or offset < 0 or offset + len(data) > self.expected_size:
+                raise IntegrityError(f"{self.digest}: piece at {offset} outside the blob")
+            view = memoryview(data)
+            pos = offset
+            while view:
+                n = os.pwrite(fd, view, pos)
+                view = view[n:]
+                pos += n
+
+    def hash_through(self, end: int) -> None:
+        """Bytes ``[0, end)`` are all on disk: fold ``[written, end)`` into the hash."""
+        fd = self._live_fd()
+        with self._abort_on_error("hashing"):
+            pos = self.written
+            while pos < end:
+                chunk = os.pread(fd, min(end - pos, 1 << 20), pos)
+                if not chunk:
+                    raise CacheError(f"{self.digest}: temp file shorter than {end}")
+                self._hash.update(chunk)
+                pos += len(chunk)
+            self.written = max(self.written, end)
+
     def commit(self, media_type: str | None = None) -> CacheEntry:
         """Verify, fsync and atomically move the blob into place.
 
@@ -265,7 +295,7 @@ class BlobCache:
         self._reserve(expected_size or 0)
         path = self._tmp / f"{algorithm}-{hexpart}.{secrets.token_hex(4)}.part"
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
         except OSError as exc:
             self._reserved -= expected_size or 0
             raise _os_error(f"creating a temp file for {digest}", exc) from exc

@@ -354,3 +354,28 @@ def test_writer_needs_an_opened_cache(tmp_path: Path) -> None:
     opened(tmp_path)  # the layout exists, but this instance has no index yet
     with pytest.raises(CacheError, match=r"open\(\) has not been called"):
         BlobCache(tmp_path, max_bytes=10).new_writer(blob(1)[0], expected_size=1)
+
+
+def test_out_of_order_pieces_commit_once_hashed_through(tmp_path: Path) -> None:
+    """P2P pieces land out of order; the hash follows the contiguous prefix."""
+    cache = BlobCache(tmp_path, max_bytes=1 << 20)
+    cache.open()
+    data = bytes(range(256)) * 40
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    writer = cache.new_writer(digest, expected_size=len(data))
+    writer.write_at(4096, data[4096:])
+    writer.hash_through(0)
+    assert writer.written == 0
+    writer.write_at(0, data[:4096])
+    writer.hash_through(len(data))
+    entry = writer.commit()
+    assert entry.path.read_bytes() == data
+
+
+def test_out_of_order_piece_outside_blob_is_refused(tmp_path: Path) -> None:
+    cache = BlobCache(tmp_path, max_bytes=1 << 20)
+    cache.open()
+    writer = cache.new_writer("sha256:" + "0" * 64, expected_size=10)
+    with pytest.raises(IntegrityError):
+        writer.write_at(8, b"abc")
+    assert not writer.path.exists()
