@@ -185,8 +185,10 @@ class Bitfield:
     def full(cls, size: int) -> Bitfield:
         """A bitfield with every piece set."""
         field = cls(size)
-        for index in range(size):
-            field.set(index)
+        field._bits[:] = b"\xff" * len(field._bits)
+        if size % 8:
+            field._bits[-1] = (0xFF << (8 - size % 8)) & 0xFF
+        field._count = size
         return field
 
     @property

@@ -1,0 +1,488 @@
+"""Which piece to ask from whom, for one blob: a pure scheduler with ``now`` passed in.
+
+Theory of operation
+-------------------
+The shell reports what happens (``on_bitfield``/``on_have`` from peers, ``on_piece_ok``
+and ``on_piece_bad`` after verification, ``on_busy``/``on_timeout``/``on_peer_gone``) and
+asks :meth:`PieceScheduler.next_requests` what to send next; it sends exactly those
+requests, and cancels the ``Assignment`` values the ``on_*`` calls hand back. Every
+decision is recorded as in flight when it is returned. Sources are opaque hashable peer
+keys plus :data:`ORIGIN`, a pseudo-peer meaning "fetch this piece from the origin
+registry" (the shell arbitrates that through a tracker lease and reports a refused lease
+as ``on_busy(ORIGIN, i, now, retry_after)``).
+
+Each call to ``next_requests`` fills free request slots in this order:
+
+1. **Hedges.** A request older than ``hedge_factor`` times its expected duration (the
+   peer's measured throughput, with the requests queued ahead of it) gets a second
+   source, and its peer is marked slow: one request at a time, asked last, for
+   ``slow_penalty`` seconds (Dragonfly's "bad parent" test is mean + 3σ; we use k×mean).
+   No other holder free? The origin, when allowed.
+2. **Streaming window.** The ``window`` pieces from the runtime's read position, so the
+   runtime can stream the blob from its first byte while the rest arrives. A window piece
+   that no fast peer holds goes to the origin.
+3. **Rarest first.** Peers, fastest first, each take the rarest pending pieces they hold
+   (availability counts only unbanned peers), ties broken in a per-node random order so
+   that nodes spread out over equally rare pieces.
+4. **Origin** for pending pieces that no peer holds, up to ``origin_slots`` at once.
+5. **Endgame.** With ``endgame_pieces`` or fewer pieces missing, every in-flight piece is
+   also asked from other holders (up to ``max_sources``); the first copy wins and
+   ``on_piece_ok`` returns the losers to cancel (Kraken: threshold = pipeline limit).
+
+A peer that sends a bad piece is banned for this blob: its availability is forgotten and
+it is never asked again. Costs: pending pieces sit in buckets by availability, so a call
+is O(peers + assignments) for peers holding what we need, and at worst O(pieces held by
+one peer) per peer with a free slot; nothing is O(pieces × peers).
+"""
+
+from __future__ import annotations
+
+import enum
+import heapq
+import math
+import random
+from collections.abc import Container, Hashable
+from dataclasses import dataclass
+from typing import Final, Generic, NamedTuple, TypeVar
+
+from peer.mesh.pieces import Bitfield, PiecePlan
+
+__all__ = ["ORIGIN", "Assignment", "Origin", "PieceScheduler", "SchedulerConfig"]
+
+P = TypeVar("P", bound=Hashable)
+
+
+class Origin(enum.Enum):
+    """The origin registry as a source: a pseudo-peer that has every piece."""
+
+    ORIGIN = "origin"
+
+
+ORIGIN: Final = Origin.ORIGIN
+
+
+class Assignment(NamedTuple, Generic[P]):
+    """Ask (or cancel) piece ``index`` from ``source``."""
+
+    source: P | Origin
+    piece: int
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SchedulerConfig:
+    """Tuning knobs; the defaults follow Kraken and Dragonfly where they agree."""
+
+    per_peer: int = 4  # outstanding requests per peer (Kraken pipeline_limit is 3)
+    window: int = 4  # pieces ahead of the read position fetched first
+    endgame_pieces: int = 4  # missing pieces at which endgame starts
+    max_sources: int = 2  # concurrent requests for one piece (hedge or endgame)
+    hedge_factor: float = 3.0  # a request is late after k x its expected duration
+    hedge_min: float = 0.5  # ...but never before this many seconds
+    initial_rate: float = 12.5e6  # bytes/s assumed before a peer is measured (100 Mbit/s)
+    rate_alpha: float = 0.3  # weight of the newest sample in the throughput EWMA
+    slow_penalty: float = 10.0  # seconds a late peer stays de-prioritised
+    origin: bool = True  # may we suggest fetching from the origin at all
+    origin_slots: int = 2  # origin requests in flight at once
+    seed: int = 0  # for the per-node random tie-break order
+
+
+_PENDING, _INFLIGHT, _HAVE = 0, 1, 2
+
+
+@dataclass(slots=True)
+class _Req:
+    issued: float
+    seq: int
+
+
+class _Peer:
+    __slots__ = ("backoff_until", "inflight", "last_done", "pieces", "rate", "slow_until", "useful")
+
+    def __init__(self) -> None:
+        self.pieces: set[int] = set()
+        self.inflight: set[int] = set()
+        self.rate: float | None = None  # bytes/s, EWMA
+        self.last_done = -math.inf
+        self.backoff_until = -math.inf  # it said Busy
+        self.slow_until = -math.inf  # it was late
+        self.useful = 0  # pieces it has that we lack
+
+
+class PieceScheduler(Generic[P]):
+    """Scheduling state of one blob.
+
+    Args:
+        plan: The blob's piece plan.
+        config: Tuning (see :class:`SchedulerConfig`).
+        have: Pieces already verified locally (e.g. after a restart).
+    """
+
+    def __init__(
+        self,
+        plan: PiecePlan,
+        *,
+        config: SchedulerConfig | None = None,
+        have: Bitfield | None = None,
+    ) -> None:
+        self._plan = plan
+        self._cfg = config or SchedulerConfig()
+        self._n = n = plan.count
+        self._by_rank = list(range(n))
+        random.Random(self._cfg.seed).shuffle(self._by_rank)
+        self._rank = [0] * n
+        for rank, index in enumerate(self._by_rank):
+            self._rank[index] = rank
+        self._state = bytearray(n)  # _PENDING / _INFLIGHT / _HAVE
+        self._avail = [0] * n
+        self._buckets: dict[int, set[int]] = {0: set(range(n))} if n else {}  # avail -> ranks
+        self._n_pending = self._missing = n
+        self._have = Bitfield(n)
+        self._inflight: dict[int, dict[P | Origin, _Req]] = {}
+        self._deadlines: list[tuple[float, int, int, P]] = []  # hedge heap, lazy deletion
+        self._hedge: set[int] = set()
+        self._origin_not_before: dict[int, float] = {}
+        self._origin_busy = 0
+        self._peers: dict[P, _Peer] = {}
+        self._banned: set[P] = set()
+        self._cursor = 0
+        self._seq = 0
+        for index in have or ():
+            self._mark_have(index)
+
+    # ---- queries -----------------------------------------------------------------------
+
+    @property
+    def done(self) -> bool:
+        return self._missing == 0
+
+    @property
+    def missing(self) -> int:
+        return self._missing
+
+    @property
+    def have(self) -> Bitfield:
+        """A copy of the verified pieces (what our own Bitfield message says)."""
+        return Bitfield.from_bytes(self._have.to_bytes(), self._n)
+
+    def availability(self, index: int) -> int:
+        """How many unbanned known peers hold piece ``index``."""
+        return self._avail[index]
+
+    def sources(self, index: int) -> frozenset[P | Origin]:
+        """Who piece ``index`` is currently requested from."""
+        return frozenset(self._inflight.get(index, ()))
+
+    def is_banned(self, peer: P) -> bool:
+        return peer in self._banned
+
+    def rate(self, peer: P) -> float | None:
+        """Measured throughput of ``peer`` in bytes/s (None before its first piece)."""
+        state = self._peers.get(peer)
+        return None if state is None else state.rate
+
+    # ---- inputs ------------------------------------------------------------------------
+
+    def set_read_position(self, index: int) -> None:
+        """The runtime reads piece ``index`` next: the streaming window starts there."""
+        self._cursor = min(max(0, index), self._n)
+
+    def on_bitfield(self, peer: P, bits: Bitfield) -> None:
+        """``peer`` told us everything it has (replaces what we knew)."""
+        if bits.size != self._n:
+            raise ValueError(f"bitfield of {bits.size} pieces for a {self._n}-piece blob")
+        if peer in self._banned:
+            return
+        state = self._peers.get(peer)
+        if state is not None:
+            for index in state.pieces:
+                self._change_avail(index, -1)
+            state.pieces.clear()
+            state.useful = 0
+        for index in bits:
+            self.on_have(peer, index)
+
+    def on_have(self, peer: P, index: int) -> None:
+        """``peer`` has piece ``index`` now."""
+        if not 0 <= index < self._n:
+            raise IndexError(f"piece {index} not in [0, {self._n})")
+        if peer in self._banned:
+            return
+        state = self._peers.get(peer)
+        if state is None:
+            state = self._peers[peer] = _Peer()
+        if index not in state.pieces:
+            state.pieces.add(index)
+            self._change_avail(index, +1)
+            state.useful += self._state[index] != _HAVE
+
+    def on_piece_ok(self, source: P | Origin, index: int, now: float) -> list[Assignment[P]]:
+        """Piece ``index`` from ``source`` verified. Returns the other requests to cancel."""
+        if self._state[index] == _HAVE:
+            return []
+        sources = self._inflight.pop(index, {})
+        request = sources.pop(source, None)
+        state = None if isinstance(source, Origin) else self._peers.get(source)
+        if request is not None:
+            self._free_slot(source, index)
+            if state is not None:
+                elapsed = now - max(request.issued, state.last_done)
+                if elapsed > 0:
+                    sample = self._plan.length(index) / elapsed
+                    alpha = self._cfg.rate_alpha
+                    state.rate = (
+                        sample if state.rate is None else alpha * sample + (1 - alpha) * state.rate
+                    )
+                state.last_done = now
+        losers = [Assignment(other, index) for other in sources]
+        for other in sources:
+            self._free_slot(other, index)
+        self._mark_have(index)
+        return losers
+
+    def on_piece_bad(self, source: P | Origin, index: int, now: float) -> list[Assignment[P]]:
+        """Piece ``index`` from ``source`` failed verification: ban the peer for this blob.
+
+        Returns:
+            The banned peer's other requests, to cancel.
+        """
+        self._release(source, index)
+        if isinstance(source, Origin):
+            return []
+        state = self._peers.get(source)
+        cancels = [Assignment(source, j) for j in sorted(state.inflight)] if state else []
+        self.on_peer_gone(source)
+        self._banned.add(source)
+        return cancels
+
+    def on_peer_gone(self, peer: P) -> None:
+        """The link to ``peer`` is gone: its requests return to the pool."""
+        state = self._peers.get(peer)
+        if state is None:
+            return
+        for index in list(state.inflight):
+            self._release(peer, index)
+        for index in state.pieces:
+            self._change_avail(index, -1)
+        del self._peers[peer]
+
+    def on_busy(self, source: P | Origin, index: int, now: float, retry_after: float) -> None:
+        """``source`` refused the request (Busy, or the origin lease is held elsewhere)."""
+        self._release(source, index)
+        if isinstance(source, Origin):
+            self._origin_not_before[index] = now + retry_after
+        elif (state := self._peers.get(source)) is not None:
+            state.backoff_until = now + retry_after
+
+    def on_timeout(self, source: P | Origin, index: int, now: float) -> None:
+        """The shell gave up on this request (and cancelled it): penalise the peer."""
+        self._release(source, index)
+        if not isinstance(source, Origin) and (state := self._peers.get(source)) is not None:
+            self._penalise(state, now)
+
+    # ---- decisions ---------------------------------------------------------------------
+
+    def next_requests(self, now: float) -> list[Assignment[P]]:
+        """What to request next (see the module docstring for the order)."""
+        out: list[Assignment[P]] = []
+        if not self._missing:
+            return out
+        self._expire(now)
+        cfg = self._cfg
+        free, slots = self._free_peers(now)
+        for index in sorted(self._hedge, key=self._priority):
+            sources = self._inflight.get(index, {})
+            if self._state[index] != _INFLIGHT or len(sources) >= cfg.max_sources:
+                self._hedge.discard(index)
+            elif (peer := self._pick(index, free, slots, sources)) is not None:
+                self._assign(peer, index, now, out, slots)
+                self._hedge.discard(index)
+            elif self._origin_ok(index, now):
+                self._assign(ORIGIN, index, now, out, slots)
+                self._hedge.discard(index)
+        for index in range(self._cursor, min(self._cursor + cfg.window, self._n)):
+            if self._state[index] != _PENDING:
+                continue
+            peer = self._pick(index, free, slots, ())
+            if peer is not None and now >= self._peers[peer].slow_until:
+                self._assign(peer, index, now, out, slots)
+            elif self._origin_ok(index, now) and not self._fast_holder(index, now):
+                self._assign(ORIGIN, index, now, out, slots)
+            elif peer is not None:  # slow, but better than nothing
+                self._assign(peer, index, now, out, slots)
+        levels = sorted(level for level in self._buckets if level > 0)
+        for peer, state in free:
+            if not self._n_pending:
+                break
+            for index in self._rarest(state, slots[peer], levels):
+                self._assign(peer, index, now, out, slots)
+        if cfg.origin and self._buckets.get(0):
+            room = cfg.origin_slots - self._origin_busy
+            picks: list[int] = []
+            for rank in self._buckets[0]:
+                if len(picks) >= room:
+                    break
+                index = self._by_rank[rank]
+                if self._origin_not_before.get(index, -math.inf) <= now:
+                    picks.append(index)
+            for index in picks:
+                self._assign(ORIGIN, index, now, out, slots)
+        if self._missing <= cfg.endgame_pieces:
+            for index, sources in list(self._inflight.items()):
+                if (
+                    len(sources) < cfg.max_sources
+                    and (peer := self._pick(index, free, slots, sources)) is not None
+                ):
+                    self._assign(peer, index, now, out, slots)
+        return out
+
+    # ---- internals ---------------------------------------------------------------------
+
+    def _priority(self, index: int) -> tuple[bool, int]:
+        in_window = self._cursor <= index < self._cursor + self._cfg.window
+        return (not in_window, self._rank[index])
+
+    def _free_peers(self, now: float) -> tuple[list[tuple[P, _Peer]], dict[P, int]]:
+        free: list[tuple[P, _Peer]] = []
+        slots: dict[P, int] = {}
+        for peer, state in self._peers.items():
+            if not state.useful or now < state.backoff_until:
+                continue
+            cap = 1 if now < state.slow_until else self._cfg.per_peer
+            if cap > len(state.inflight):
+                free.append((peer, state))
+                slots[peer] = cap - len(state.inflight)
+        initial = self._cfg.initial_rate
+        free.sort(key=lambda item: (now < item[1].slow_until, -(item[1].rate or initial)))
+        return free, slots
+
+    def _pick(
+        self,
+        index: int,
+        free: list[tuple[P, _Peer]],
+        slots: dict[P, int],
+        busy: Container[P | Origin],
+    ) -> P | None:
+        """The first (fastest) free peer holding ``index`` that is not in ``busy``."""
+        for peer, state in free:
+            if slots[peer] > 0 and index in state.pieces and peer not in busy:
+                return peer
+        return None
+
+    def _fast_holder(self, index: int, now: float) -> bool:
+        return any(
+            index in s.pieces and now >= s.slow_until and now >= s.backoff_until
+            for s in self._peers.values()
+        )
+
+    def _origin_ok(self, index: int, now: float) -> bool:
+        return (
+            self._cfg.origin
+            and self._origin_busy < self._cfg.origin_slots
+            and self._origin_not_before.get(index, -math.inf) <= now
+            and ORIGIN not in self._inflight.get(index, {})
+        )
+
+    def _rarest(self, state: _Peer, want: int, levels: list[int]) -> list[int]:
+        if want <= 0:
+            return []
+        if len(state.pieces) < self._n_pending:  # scan the smaller side
+            candidates = [i for i in state.pieces if self._state[i] == _PENDING]
+            return heapq.nsmallest(want, candidates, key=lambda i: (self._avail[i], self._rank[i]))
+        picks: list[int] = []
+        for level in levels:
+            for rank in self._buckets.get(level, ()):
+                index = self._by_rank[rank]
+                if index in state.pieces:
+                    picks.append(index)
+                    if len(picks) == want:
+                        return picks
+        return picks
+
+    def _assign(
+        self,
+        source: P | Origin,
+        index: int,
+        now: float,
+        out: list[Assignment[P]],
+        slots: dict[P, int],
+    ) -> None:
+        self._seq += 1
+        self._inflight.setdefault(index, {})[source] = _Req(now, self._seq)
+        if self._state[index] == _PENDING:
+            self._bucket(index).discard(self._rank[index])
+            self._drop_empty(index)
+            self._n_pending -= 1
+            self._state[index] = _INFLIGHT
+        if isinstance(source, Origin):
+            self._origin_busy += 1
+        else:
+            state = self._peers[source]
+            rate = state.rate or self._cfg.initial_rate
+            expected = (len(state.inflight) + 1) * self._plan.length(index) / rate
+            deadline = now + max(self._cfg.hedge_min, self._cfg.hedge_factor * expected)
+            heapq.heappush(self._deadlines, (deadline, self._seq, index, source))
+            state.inflight.add(index)
+            slots[source] -= 1
+        out.append(Assignment(source, index))
+
+    def _expire(self, now: float) -> None:
+        while self._deadlines and self._deadlines[0][0] <= now:
+            _, seq, index, peer = heapq.heappop(self._deadlines)
+            request = self._inflight.get(index, {}).get(peer)
+            if request is not None and request.seq == seq:
+                self._hedge.add(index)
+                self._penalise(self._peers[peer], now)
+
+    def _penalise(self, state: _Peer, now: float) -> None:
+        state.slow_until = now + self._cfg.slow_penalty
+        if state.rate is not None:
+            state.rate /= 2
+
+    def _free_slot(self, source: P | Origin, index: int) -> None:
+        if isinstance(source, Origin):
+            self._origin_busy -= 1
+        elif (state := self._peers.get(source)) is not None:
+            state.inflight.discard(index)
+
+    def _release(self, source: P | Origin, index: int) -> None:
+        """Forget one request; the piece is pending again if it was its last source."""
+        sources = self._inflight.get(index)
+        if sources is None or sources.pop(source, None) is None:
+            return
+        self._free_slot(source, index)
+        if not sources:
+            del self._inflight[index]
+            if self._state[index] == _INFLIGHT:
+                self._state[index] = _PENDING
+                self._n_pending += 1
+                self._buckets.setdefault(self._avail[index], set()).add(self._rank[index])
+
+    def _mark_have(self, index: int) -> None:
+        if self._state[index] == _PENDING:
+            self._bucket(index).discard(self._rank[index])
+            self._drop_empty(index)
+            self._n_pending -= 1
+        self._state[index] = _HAVE
+        self._missing -= 1
+        self._have.set(index)
+        self._hedge.discard(index)
+        self._origin_not_before.pop(index, None)
+        for state in self._peers.values():
+            if index in state.pieces:
+                state.useful -= 1
+
+    def _change_avail(self, index: int, delta: int) -> None:
+        if self._state[index] == _PENDING:
+            self._bucket(index).discard(self._rank[index])
+            self._drop_empty(index)
+            self._avail[index] += delta
+            self._buckets.setdefault(self._avail[index], set()).add(self._rank[index])
+        else:
+            self._avail[index] += delta
+
+    def _bucket(self, index: int) -> set[int]:
+        return self._buckets[self._avail[index]]
+
+    def _drop_empty(self, index: int) -> None:
+        if not self._buckets[self._avail[index]]:
+            del self._buckets[self._avail[index]]
