@@ -16,7 +16,8 @@
     ├── UnsupportedMediaType             415  wrong ``Content-Type``
     ├── TooManyRequests                  429  a peer announces faster than allowed
     ├── RegistryFull                     503  a global cap is reached; retry later
-    └── StoreUnavailable                 503  the Redis store cannot be reached
+    ├── StoreUnavailable                 503  the Redis store cannot be reached
+    └── ConfigError                      (CLI exit status 2) bad flag, env var or TOML key
 
 Every class carries an h11-style ``status_hint`` and a short machine-readable ``code``;
 the HTTP shell (``tracker.app``) renders any of them as ``{"error": code, "message": ...}``
@@ -146,3 +147,12 @@ class StoreUnavailable(TrackerError):
 
     status_hint = 503
     code = "store_unavailable"
+
+
+class ConfigError(TrackerError):
+    """A flag, ``SHOAL_*`` environment variable or TOML key has a bad value.
+
+    Raised only while starting up; ``tracker.cli`` prints it and exits with status 2.
+    """
+
+    code = "config"
