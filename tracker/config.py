@@ -33,7 +33,8 @@ FLAGS: Final = (
     ("admin-token", "str", "bearer token for admin mutations (default: mutations refused)"),
     ("mdns", "bool", "advertise _shoal-tracker._tcp.local. over mDNS (default on)"),
     ("mdns-interface", "list", "IPv4 address to advertise on, repeatable (default: all)"),
-    ("announce-interval", "duration", f"peers announce this often (default {DEFAULT_ANNOUNCE_INTERVAL:g}s)"),
+    ("announce-interval", "duration",
+     f"peers announce this often (default {DEFAULT_ANNOUNCE_INTERVAL:g}s)"),
     ("peer-ttl", "duration", f"forget peers silent this long (default {DEFAULT_PEER_TTL:g}s)"),
 )  # fmt: skip
 
