@@ -1,0 +1,548 @@
+"""The upstream ("origin") registry client: a thin trio/httpx shell over :mod:`peer.mirror.auth`.
+
+Theory of operation (reference: shared/reference/oci-pull-protocol.md §3.5, §4 E12–E20, §5.4):
+
+* Every call goes through :meth:`Upstream._request`, one loop that sends a request, follows
+  redirects by hand and answers auth challenges. Redirects (301/302/303/307/308, at most
+  ``MAX_REDIRECTS`` hops) keep the method (presigned blob-store URLs are method-specific,
+  E12) and are never cached (they expire).
+* Credentials are per *origin* (``scheme://host:port``), never per request: we remember the
+  last challenge each origin sent and answer it on every request to that origin. So an
+  ``Authorization`` header never follows a redirect to another host (E13), and a second
+  registry on the far side of a redirect gets its own token (E14). A ``401`` makes us take
+  the new challenge, mint a fresh token and retry, once per origin per call.
+* Status mapping: 404 → :class:`UpstreamNotFound`; Docker Hub's 401 after an anonymous token
+  → :class:`UpstreamNotFound` (Hub's answer for unknown *and* private repositories, §3.5);
+  other 401/403 → :class:`UpstreamDenied`; 429 → :class:`UpstreamRateLimited`; 5xx and
+  transport failures → :class:`UpstreamUnavailable`; anything else →
+  :class:`UpstreamProtocolError`. httpx exceptions never leave this module.
+* Bytes: ``Accept-Encoding: identity`` everywhere and blob bodies read with ``iter_raw`` (E17).
+  Unwanted bodies (redirects, errors) are read to the end when short, so the pooled
+  connection is reused, and cut off when long (a dropped connection is cheaper).
+"""
+
+from __future__ import annotations
+
+import email.utils
+import hashlib
+import json
+import logging
+import re
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
+from dataclasses import dataclass
+from typing import Final
+from urllib.parse import quote, urljoin, urlsplit
+
+import httpx
+import trio
+
+import peer
+from peer.errors import (
+    IntegrityError,
+    UpstreamDenied,
+    UpstreamError,
+    UpstreamNotFound,
+    UpstreamProtocolError,
+    UpstreamRateLimited,
+    UpstreamUnavailable,
+)
+from peer.mirror import auth
+
+LOGGER = logging.getLogger(__name__)
+
+DOCKER_HUB: Final = "docker.io"
+_HUB_ALIASES: Final = frozenset({DOCKER_HUB, "index.docker.io", "registry-1.docker.io"})
+#: Go's net/http limit, which containerd inherits (reference §3.1).
+MAX_REDIRECTS: Final = 10
+#: containerd's ``MaxManifestSize`` (``resolver.go``: 4*1048*1048, a little over 4 MiB). The
+#: spec says registries SHOULD take manifests of at least 4 MB, real ones are a few KiB, and
+#: a runtime refuses anything bigger, so this bounds memory without refusing usable content.
+MAX_MANIFEST_SIZE: Final = 4 * 1048 * 1048
+#: Token responses are a few KiB (JWTs); this only stops a hostile realm.
+MAX_TOKEN_SIZE: Final = 1 << 20
+#: Unwanted bodies up to this size are read to the end so the connection can be reused.
+MAX_DRAIN: Final = 64 * 1024
+#: Shielded budget for closing a response when we are being cancelled.
+CLOSE_GRACE: Final = 2.0
+#: Sent when a caller gives no Accept list: never let that become a schema1 fetch (§1.5).
+DEFAULT_MANIFEST_ACCEPT: Final = (
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+    "application/vnd.docker.distribution.manifest.v2+json",
+)
+_REDIRECT_STATUSES: Final = frozenset({301, 302, 303, 307, 308})
+_DIGEST: Final = re.compile(r"[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-zA-Z0-9=_-]+")
+_VERIFIABLE: Final = {"sha256": re.compile(r"[a-f0-9]{64}"), "sha512": re.compile(r"[a-f0-9]{128}")}
+_CONTENT_RANGE: Final = re.compile(r"bytes (\d+)-(\d+)/(\d+)")
+
+
+def canonical_registry(registry: str) -> str:
+    """Lower-case a registry name and fold Docker Hub's aliases into :data:`DOCKER_HUB`."""
+    name = registry.lower()
+    return DOCKER_HUB if name in _HUB_ALIASES else name
+
+
+def default_upstream_url(registry: str) -> str:
+    """The base URL for a registry: Docker Hub's API host, else ``https://<registry>``."""
+    name = canonical_registry(registry)
+    return "https://registry-1.docker.io" if name == DOCKER_HUB else f"https://{name}"
+
+
+@dataclass(frozen=True, slots=True)
+class ManifestMeta:
+    """What a manifest HEAD tells us."""
+
+    digest: str
+    media_type: str
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class Manifest:
+    """A manifest's exact bytes, their digest and the upstream ``Content-Type``."""
+
+    body: bytes
+    digest: str
+    media_type: str
+
+
+class BlobResponse:
+    """An open upstream blob body (from :meth:`Upstream.open_blob`).
+
+    Attributes:
+        size: Total blob size.
+        start: Offset of the first byte of this body (0 when a range was answered with 200).
+        length: Number of bytes this body delivers.
+    """
+
+    def __init__(self, response: httpx.Response, *, size: int, start: int, length: int) -> None:
+        self.size = size
+        self.start = start
+        self.length = length
+        self._response = response
+        self._usable = True  # until chunks() is called or open_blob()'s context exits
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        """Yield the raw (never decoded) body bytes; call once, inside the context.
+
+        Raises:
+            UpstreamUnavailable: The body broke off or ended before ``length`` bytes.
+            UpstreamProtocolError: The body ran past ``length``.
+        """
+        if not self._usable:
+            raise RuntimeError("BlobResponse.chunks() is single-use, inside open_blob()")
+        self._usable = False
+        what = _redact(self._response.request.url)
+        received = 0
+        raw = self._response.aiter_raw()
+        try:
+            while True:
+                with _mapped(f"reading {what}"):
+                    try:
+                        chunk = await anext(raw)
+                    except StopAsyncIteration:
+                        break
+                received += len(chunk)
+                if received > self.length:
+                    raise UpstreamProtocolError(f"{what}: body longer than {self.length} bytes")
+                yield chunk
+        finally:
+            await _aclose_iter(raw)
+        if received < self.length:
+            raise UpstreamUnavailable(f"{what}: body ended at {received} of {self.length} bytes")
+
+
+class Upstream:
+    """Client for origin registries: manifests and blobs, with auth and redirects.
+
+    Args:
+        registries: Registry name → base URL overrides; other registries use
+            :func:`default_upstream_url`.
+        credentials: Registry name → (user, password), used for Basic challenges and token
+            requests, and only sent inside the registry's registrable domain.
+        connect_timeout: Seconds to connect. Waiting for a pooled connection is unbounded:
+            put deadlines at call sites.
+        read_timeout: Seconds between bytes.
+        max_connections: Connection pool size (keep-alive included).
+        transport: httpx transport override (tests).
+    """
+
+    def __init__(
+        self,
+        registries: Mapping[str, str] | None = None,
+        *,
+        credentials: Mapping[str, tuple[str, str]] | None = None,
+        connect_timeout: float = 5.0,
+        read_timeout: float = 30.0,
+        max_connections: int = 64,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self._urls = {canonical_registry(k): v.rstrip("/") for k, v in (registries or {}).items()}
+        self._credentials = {canonical_registry(k): v for k, v in (credentials or {}).items()}
+        self._client = httpx.AsyncClient(
+            transport=transport,
+            timeout=httpx.Timeout(read_timeout, connect=connect_timeout, pool=None),
+            limits=httpx.Limits(
+                max_connections=max_connections, max_keepalive_connections=max_connections
+            ),
+            headers={"User-Agent": f"shoal/{peer.__version__}", "Accept-Encoding": "identity"},
+            follow_redirects=False,
+        )
+        self._challenges: dict[str, auth.Challenge] = {}  # origin -> last challenge it sent
+        self._tokens = auth.TokenCache()
+        #: Registry → last ``ratelimit-remaining`` value (e.g. ``"76;w=21600"``), for metrics.
+        self.last_ratelimit: dict[str, str] = {}
+
+    def url_for(self, registry: str) -> str:
+        """Base URL (no trailing slash) used for ``registry``."""
+        name = canonical_registry(registry)
+        return self._urls.get(name) or default_upstream_url(name)
+
+    async def aclose(self) -> None:
+        """Close pooled connections."""
+        with trio.move_on_after(CLOSE_GRACE, shield=True):
+            await self._client.aclose()
+
+    async def head_manifest(
+        self, registry: str, repo: str, ref: str, accept: Sequence[str]
+    ) -> ManifestMeta:
+        """HEAD a manifest; falls back to GET when the HEAD lacks digest, length or type."""
+        registry, repo = _names(registry, repo)
+        _algorithm(ref)
+        try:
+            response = await self._request("HEAD", registry, repo, f"manifests/{ref}", accept)
+        except UpstreamProtocolError as exc:
+            if exc.status != 405:
+                raise
+        else:
+            await _drain(response)
+            digest = response.headers.get("docker-content-digest", "")
+            size = _int_header(response, "content-length")
+            media_type = _media_type(response)
+            usable = _DIGEST.fullmatch(digest) is not None and (
+                digest == ref or _DIGEST.fullmatch(ref) is None
+            )
+            if usable and size and media_type:
+                return ManifestMeta(digest, media_type, size)
+        manifest = await self.get_manifest(registry, repo, ref, accept)
+        return ManifestMeta(manifest.digest, manifest.media_type, len(manifest.body))
+
+    async def get_manifest(
+        self, registry: str, repo: str, ref: str, accept: Sequence[str]
+    ) -> Manifest:
+        """GET a manifest's exact bytes, verified against ``ref`` when it is a digest.
+
+        Raises:
+            IntegrityError: The bytes do not match the digest asked for or announced.
+            UpstreamProtocolError: Over ``MAX_MANIFEST_SIZE``, or no ``Content-Type``.
+        """
+        registry, repo = _names(registry, repo)
+        algorithm = _algorithm(ref)
+        response = await self._request("GET", registry, repo, f"manifests/{ref}", accept)
+        what = _redact(response.request.url)
+        try:
+            if (_int_header(response, "content-length") or 0) > MAX_MANIFEST_SIZE:
+                raise UpstreamProtocolError(f"{what}: manifest over {MAX_MANIFEST_SIZE} bytes")
+            # Decoded bytes: a manifest's digest covers its representation, not a transfer
+            # Content-Encoding (which we ask the origin not to use anyway).
+            body = await _read_capped(response, MAX_MANIFEST_SIZE, what)
+        finally:
+            await _aclose(response)
+        digest = ref if algorithm else "sha256:" + hashlib.sha256(body).hexdigest()
+        for claimed in (digest, response.headers.get("docker-content-digest", "")):
+            alg, _, hexdigest = claimed.partition(":")
+            if alg in _VERIFIABLE and hashlib.new(alg, body).hexdigest() != hexdigest:
+                raise IntegrityError(f"{what}: body does not match {claimed}")
+        if not (media_type := _media_type(response)):
+            raise UpstreamProtocolError(f"{what}: no Content-Type")
+        return Manifest(body, digest, media_type)
+
+    async def head_blob(self, registry: str, repo: str, digest: str) -> int:
+        """HEAD a blob and return its size."""
+        registry, repo = _names(registry, repo)
+        response = await self._request("HEAD", registry, repo, f"blobs/{digest}", None)
+        await _drain(response)
+        size = _int_header(response, "content-length")
+        if size is None:
+            raise UpstreamProtocolError(f"{_redact(response.request.url)}: no Content-Length")
+        return size
+
+    def open_blob(
+        self, registry: str, repo: str, digest: str, *, start: int = 0, end: int | None = None
+    ) -> AbstractAsyncContextManager[BlobResponse]:
+        """Open a blob body, optionally the byte range ``start``–``end`` (inclusive).
+
+        A ``200`` to a range request is accepted and reported as ``start=0``: the caller
+        skips. The body is closed when the context exits.
+        """
+        if start < 0 or (end is not None and end < start):
+            raise ValueError(f"bad byte range {start}-{end}")
+        return self._open_blob(registry, repo, digest, start, end)
+
+    @asynccontextmanager
+    async def _open_blob(
+        self, registry: str, repo: str, digest: str, start: int, end: int | None
+    ) -> AsyncIterator[BlobResponse]:
+        registry, repo = _names(registry, repo)
+        ranged = start > 0 or end is not None
+        headers = {"Range": f"bytes={start}-{'' if end is None else end}"} if ranged else {}
+        response = await self._request("GET", registry, repo, f"blobs/{digest}", None, headers)
+        blob: BlobResponse | None = None
+        try:
+            what = _redact(response.request.url)
+            length = _int_header(response, "content-length")
+            if response.status_code == 206 and ranged:
+                match = _CONTENT_RANGE.fullmatch(response.headers.get("content-range", "").strip())
+                first, last, size = map(int, match.groups()) if match else (-1, -1, -1)
+                if first != start or not first <= last < size or (end is not None and last > end):
+                    raise UpstreamProtocolError(f"{what}: bad Content-Range for {headers}")
+                blob = BlobResponse(response, size=size, start=first, length=last - first + 1)
+            elif response.status_code == 200:
+                size = (
+                    length if length is not None else await self.head_blob(registry, repo, digest)
+                )
+                blob = BlobResponse(response, size=size, start=0, length=size)
+            else:
+                raise UpstreamProtocolError(f"{what}: unexpected {response.status_code}")
+            if length is not None and length != blob.length:
+                raise UpstreamProtocolError(f"{what}: Content-Length {length} != {blob.length}")
+            yield blob
+        finally:
+            if blob is not None:
+                blob._usable = False
+            await _aclose(response)
+
+    async def _request(
+        self,
+        method: str,
+        registry: str,
+        repo: str,
+        path: str,
+        accept: Sequence[str] | None,
+        headers: Mapping[str, str] | None = None,
+    ) -> httpx.Response:
+        """Send ``method`` to ``/v2/<repo>/<path>``; return the open 2xx response.
+
+        Follows redirects and answers challenges (see the module docstring); every other
+        outcome is raised as an :class:`UpstreamError`.
+        """
+        base = self.url_for(registry)
+        url = f"{base}/v2/{quote(repo, safe='/')}/{quote(path, safe='/:')}"
+        send_headers = dict(headers or {})
+        if accept is not None:
+            send_headers["Accept"] = ", ".join(accept or DEFAULT_MANIFEST_ACCEPT)
+        creds = self._credentials.get(registry)
+        scopes: dict[str, tuple[str, ...]] = {}  # origin -> scopes its 401 challenge named
+        redirects = 0
+        while True:  # ends: each origin gets one auth retry, and redirects are bounded
+            origin = _origin(url)
+            own_scope = (f"repository:{repo}:pull",)
+            authz, key = await self._authorize(origin, base, scopes.get(origin, own_scope), creds)
+            request = self._client.build_request(method, url, headers=send_headers | authz)
+            with _mapped(f"{method} {_redact(url)}"):
+                response = await self._client.send(request, stream=True)
+            if origin == _origin(base) and "ratelimit-remaining" in response.headers:
+                self.last_ratelimit[registry] = response.headers["ratelimit-remaining"]
+            status = response.status_code
+            if 200 <= status < 300:
+                return response
+            body = await _drain(response)
+            if status in _REDIRECT_STATUSES:
+                redirects += 1
+                if redirects > MAX_REDIRECTS:
+                    raise UpstreamProtocolError(f"{method} {_redact(url)}: too many redirects")
+                url = urljoin(url, response.headers.get("location", ""))
+                if urlsplit(url).scheme not in {"http", "https"}:
+                    raise UpstreamProtocolError(f"{method} {_redact(request.url)}: bad redirect")
+                LOGGER.debug("%s redirected to %s", _redact(request.url), _redact(url))
+                continue
+            if status == 401 and origin not in scopes:
+                values = response.headers.get_list("www-authenticate")
+                challenge = auth.pick_challenge(auth.parse_challenges(values))
+                if key is not None:
+                    self._tokens.discard(key)
+                answerable = challenge is not None and (
+                    challenge.scheme == "bearer"
+                    or (creds is not None and auth.may_send_credentials(origin, base))
+                )
+                if challenge is not None and answerable:
+                    self._challenges[origin] = challenge
+                    scopes[origin] = auth.pull_scopes(challenge, repo)
+                    continue
+            hub_anonymous = registry == DOCKER_HUB and key is not None and not key.identity
+            raise _error_for(response, body, hub_anonymous=hub_anonymous)
+
+    async def _authorize(
+        self, origin: str, base: str, scopes: Sequence[str], creds: tuple[str, str] | None
+    ) -> tuple[dict[str, str], auth.TokenRequest | None]:
+        """Headers answering ``origin``'s last challenge, and the token key used, if any."""
+        challenge = self._challenges.get(origin)
+        if challenge is None:
+            return {}, None
+        if challenge.scheme == "basic":
+            if creds is None or not auth.may_send_credentials(origin, base):
+                return {}, None
+            return {"Authorization": auth.basic_authorization(creds)}, None
+        realm = challenge.realm or ""
+        if creds is not None and not auth.may_send_credentials(realm, base):
+            LOGGER.warning("not sending credentials to realm %s outside %s", realm, base)
+            creds = None
+        key = auth.token_request(challenge, scopes, auth.credential_identity(creds))
+        token = self._tokens.get(key, now=trio.current_time())
+        if token is None:
+            token = await self._fetch_token(key, creds)
+        return {"Authorization": f"Bearer {token}"}, key
+
+    async def _fetch_token(self, key: auth.TokenRequest, creds: tuple[str, str] | None) -> str:
+        headers = {"Authorization": auth.basic_authorization(creds)} if creds else {}
+        request = self._client.build_request("GET", key.realm, params=key.query(), headers=headers)
+        what = f"token from {_redact(request.url)}"
+        with _mapped(what):
+            response = await self._client.send(request, stream=True)
+        if response.status_code != 200:
+            raise _error_for(response, await _drain(response), hub_anonymous=False)
+        try:
+            body = await _read_capped(response, MAX_TOKEN_SIZE, what)
+        finally:
+            await _aclose(response)
+        token = auth.parse_token_response(body, now=trio.current_time())
+        self._tokens.put(key, token, now=trio.current_time())
+        LOGGER.debug("fetched %s for %s", what, " ".join(key.scopes))
+        return token.value
+
+
+def _names(registry: str, repo: str) -> tuple[str, str]:
+    """Canonical registry, and ``library/`` for single-component Docker Hub names (E20)."""
+    registry = canonical_registry(registry)
+    if registry == DOCKER_HUB and "/" not in repo:
+        repo = f"library/{repo}"
+    return registry, repo
+
+
+def _algorithm(ref: str) -> str | None:
+    """The digest algorithm if ``ref`` is a digest (None for a tag); refuse what we can't check."""
+    if not _DIGEST.fullmatch(ref):
+        return None
+    algorithm, _, hexdigest = ref.partition(":")
+    pattern = _VERIFIABLE.get(algorithm)
+    if pattern is None or not pattern.fullmatch(hexdigest):
+        raise UpstreamProtocolError(f"cannot verify digest {ref!r}: only sha256/sha512")
+    return algorithm
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc.lower()}"
+
+
+def _redact(url: str | httpx.URL) -> str:
+    """URL without query or userinfo (presigned URLs carry credentials in the query)."""
+    parts = urlsplit(str(url))
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{parts.hostname or ''}{port}{parts.path}"
+
+
+def _int_header(response: httpx.Response, name: str) -> int | None:
+    value = response.headers.get(name, "").strip()
+    return int(value) if value.isdigit() else None
+
+
+def _media_type(response: httpx.Response) -> str:
+    """``Content-Type`` without parameters ("" when absent)."""
+    return str(response.headers.get("content-type", "")).split(";", 1)[0].strip()
+
+
+def _retry_after(value: str | None) -> float | None:
+    """``Retry-After`` in seconds: delta-seconds or an HTTP-date (RFC 9110 §10.2.3)."""
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+@contextmanager
+def _mapped(what: str) -> Iterator[None]:
+    """Translate httpx exceptions into the peer error tree (httpcore ``map_exceptions``)."""
+    try:
+        yield
+    except httpx.TimeoutException as exc:
+        raise UpstreamUnavailable(f"{what}: timed out ({type(exc).__name__})") from exc
+    except httpx.TransportError as exc:
+        raise UpstreamUnavailable(f"{what}: {type(exc).__name__}: {exc}") from exc
+    except (httpx.DecodingError, httpx.InvalidURL) as exc:
+        raise UpstreamProtocolError(f"{what}: {type(exc).__name__}: {exc}") from exc
+    except httpx.HTTPError as exc:
+        raise UpstreamUnavailable(f"{what}: {type(exc).__name__}: {exc}") from exc
+
+
+async def _read_capped(response: httpx.Response, cap: int, what: str) -> bytes:
+    """Read a (decoded) body, refusing more than ``cap`` bytes."""
+    body = bytearray()
+    chunks = response.aiter_bytes()
+    try:
+        while True:
+            with _mapped(f"reading {what}"):
+                try:
+                    body += await anext(chunks)
+                except StopAsyncIteration:
+                    return bytes(body)
+            if len(body) > cap:
+                raise UpstreamProtocolError(f"{what}: body over {cap} bytes")
+    finally:
+        await _aclose_iter(chunks)
+
+
+async def _drain(response: httpx.Response) -> bytes:
+    """Read and close an unwanted body, keeping the connection if it is short (≤ MAX_DRAIN)."""
+    try:
+        return await _read_capped(response, MAX_DRAIN, _redact(response.request.url))
+    except UpstreamError:
+        return b""  # too long or broken: closing drops the connection, which is fine
+    finally:
+        await _aclose(response)
+
+
+def _error_for(response: httpx.Response, body: bytes, *, hub_anonymous: bool) -> UpstreamError:
+    """The :class:`UpstreamError` for a final non-2xx ``response`` with (drained) ``body``."""
+    status = response.status_code
+    message = f"{response.request.method} {_redact(response.request.url)}: {status}"
+    try:
+        first = json.loads(body)["errors"][0]
+        message += f" {first['code']}: {first.get('message', '')}"[:200]
+    except (ValueError, LookupError, TypeError):
+        pass
+    if status == 404 or (status == 401 and hub_anonymous):
+        return UpstreamNotFound(message, status=status)
+    if status in {401, 403}:
+        return UpstreamDenied(message, status=status)
+    if status == 429:
+        return UpstreamRateLimited(
+            message, retry_after=_retry_after(response.headers.get("retry-after"))
+        )
+    if status >= 500:
+        return UpstreamUnavailable(message, status=status)
+    return UpstreamProtocolError(message, status=status)
+
+
+async def _aclose(response: httpx.Response) -> None:
+    """Close a response even while being cancelled (bounded by ``CLOSE_GRACE``)."""
+    with trio.move_on_after(CLOSE_GRACE, shield=True):
+        try:
+            await response.aclose()
+        except httpx.HTTPError:
+            pass  # the connection is gone either way
+
+
+async def _aclose_iter(iterator: AsyncIterator[bytes]) -> None:
+    """Finalise an httpx body iterator now rather than at garbage collection."""
+    if isinstance(iterator, AsyncGenerator):
+        await iterator.aclose()
