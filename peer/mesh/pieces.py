@@ -11,13 +11,15 @@ blame the right peer early and share pieces before the blob is complete.
 from __future__ import annotations
 
 import hashlib
+import heapq
+import random
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
 from peer.errors import IntegrityError
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Collection, Iterator
 
 __all__ = [
     "MAX_PIECE_SIZE",
@@ -25,6 +27,7 @@ __all__ = [
     "Bitfield",
     "PieceHasher",
     "PiecePlan",
+    "RarityIndex",
     "hash_piece",
     "piece_size_for",
     "verify_piece",
@@ -259,3 +262,92 @@ class Bitfield:
 
     def __repr__(self) -> str:
         return f"Bitfield(size={self._size}, count={self._count})"
+
+
+class RarityIndex:
+    """The pieces still to fetch, bucketed by how many peers hold them (rarest first).
+
+    Availability is tracked for every piece; only pieces :meth:`add`-ed (pending) are
+    candidates. Buckets hold *ranks*, a per-instance random relabelling of the pieces, so
+    that nodes facing the same swarm spread out over equally rare pieces (BitTorrent's
+    random tie-break) while each instance stays deterministic for a given ``seed``.
+
+    Args:
+        count: Pieces in the blob.
+        seed: Seed of the tie-break order.
+    """
+
+    def __init__(self, count: int, *, seed: int = 0) -> None:
+        self._by_rank = list(range(count))
+        random.Random(seed).shuffle(self._by_rank)
+        self._rank = [0] * count
+        for rank, index in enumerate(self._by_rank):
+            self._rank[index] = rank
+        self._avail = [0] * count
+        self._buckets: dict[int, set[int]] = {}  # availability -> ranks of pending pieces
+        self._pending = bytearray(count)
+        self._size = 0
+
+    def __len__(self) -> int:
+        """Pending pieces."""
+        return self._size
+
+    def __contains__(self, index: int) -> bool:
+        return bool(self._pending[index])
+
+    def availability(self, index: int) -> int:
+        return self._avail[index]
+
+    def add(self, index: int) -> None:
+        """Make ``index`` a candidate again (no-op if it is one)."""
+        if not self._pending[index]:
+            self._pending[index] = 1
+            self._buckets.setdefault(self._avail[index], set()).add(self._rank[index])
+            self._size += 1
+
+    def discard(self, index: int) -> None:
+        """Stop offering ``index`` (requested or verified)."""
+        if self._pending[index]:
+            self._pending[index] = 0
+            level = self._avail[index]
+            self._buckets[level].discard(self._rank[index])
+            if not self._buckets[level]:
+                del self._buckets[level]
+            self._size -= 1
+
+    def change(self, index: int, delta: int) -> None:
+        """One more (+1) or one fewer (-1) peer holds ``index``."""
+        pending = bool(self._pending[index])
+        self.discard(index)
+        self._avail[index] += delta
+        if pending:
+            self.add(index)
+
+    def rarest(self, held: Collection[int], want: int) -> list[int]:
+        """Up to ``want`` pending pieces out of ``held``, rarest first.
+
+        Costs O(min(len(held), pending pieces)): a peer holding few pieces is scanned by
+        its own pieces, a seeder by walking the buckets (where it stops at the first hit).
+        """
+        if want <= 0:
+            return []
+        if len(held) < self._size:
+            candidates = [i for i in held if self._pending[i]]
+            return heapq.nsmallest(want, candidates, key=lambda i: (self._avail[i], self._rank[i]))
+        picks: list[int] = []
+        for level in sorted(self._buckets):
+            if level == 0:
+                continue  # ``held`` is a holder's pieces: nothing in it is unheld
+            for rank in self._buckets[level]:
+                if (index := self._by_rank[rank]) in held:
+                    picks.append(index)
+                    if len(picks) == want:
+                        return picks
+        return picks
+
+    def unheld(self) -> Iterator[int]:
+        """Pending pieces no peer holds (candidates for the origin), in tie-break order.
+
+        A live view: stop iterating before calling :meth:`discard` or :meth:`change`.
+        """
+        return (self._by_rank[rank] for rank in self._buckets.get(0, ()))

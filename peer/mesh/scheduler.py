@@ -30,9 +30,10 @@ Each call to ``next_requests`` fills free request slots in this order:
    ``on_piece_ok`` returns the losers to cancel (Kraken: threshold = pipeline limit).
 
 A peer that sends a bad piece is banned for this blob: its availability is forgotten and
-it is never asked again. Costs: pending pieces sit in buckets by availability, so a call
-is O(peers + assignments) for peers holding what we need, and at worst O(pieces held by
-one peer) per peer with a free slot; nothing is O(pieces × peers).
+it is never asked again. Costs: a call is O(peers + assignments) plus, per peer with a
+free slot, O(min(pieces it holds, pending pieces)) (see :class:`RarityIndex`); nothing
+walks pieces × peers. A piece is in exactly one place: pending (in the rarity index), in
+flight (``_inflight``, with one entry per source) or verified (``_have``).
 """
 
 from __future__ import annotations
@@ -40,12 +41,11 @@ from __future__ import annotations
 import enum
 import heapq
 import math
-import random
 from collections.abc import Container, Hashable
 from dataclasses import dataclass
 from typing import Final, Generic, NamedTuple, TypeVar
 
-from peer.mesh.pieces import Bitfield, PiecePlan
+from peer.mesh.pieces import Bitfield, PiecePlan, RarityIndex
 
 __all__ = ["ORIGIN", "Assignment", "Origin", "PieceScheduler", "SchedulerConfig"]
 
@@ -86,15 +86,6 @@ class SchedulerConfig:
     seed: int = 0  # for the per-node random tie-break order
 
 
-_PENDING, _INFLIGHT, _HAVE = 0, 1, 2
-
-
-@dataclass(slots=True)
-class _Req:
-    issued: float
-    seq: int
-
-
 class _Peer:
     __slots__ = ("backoff_until", "inflight", "last_done", "pieces", "rate", "slow_until", "useful")
 
@@ -106,6 +97,14 @@ class _Peer:
         self.backoff_until = -math.inf  # it said Busy
         self.slow_until = -math.inf  # it was late
         self.useful = 0  # pieces it has that we lack
+
+    def measure(self, nbytes: int, issued: float, now: float, alpha: float) -> None:
+        """Fold one finished request into the throughput EWMA (service time, not latency)."""
+        elapsed = now - max(issued, self.last_done)
+        if elapsed > 0:
+            sample = nbytes / elapsed
+            self.rate = sample if self.rate is None else alpha * sample + (1 - alpha) * self.rate
+        self.last_done = now
 
 
 class PieceScheduler(Generic[P]):
@@ -125,19 +124,11 @@ class PieceScheduler(Generic[P]):
         have: Bitfield | None = None,
     ) -> None:
         self._plan = plan
-        self._cfg = config or SchedulerConfig()
+        self._cfg = cfg = config or SchedulerConfig()
         self._n = n = plan.count
-        self._by_rank = list(range(n))
-        random.Random(self._cfg.seed).shuffle(self._by_rank)
-        self._rank = [0] * n
-        for rank, index in enumerate(self._by_rank):
-            self._rank[index] = rank
-        self._state = bytearray(n)  # _PENDING / _INFLIGHT / _HAVE
-        self._avail = [0] * n
-        self._buckets: dict[int, set[int]] = {0: set(range(n))} if n else {}  # avail -> ranks
-        self._n_pending = self._missing = n
+        self._pool = RarityIndex(n, seed=cfg.seed)
         self._have = Bitfield(n)
-        self._inflight: dict[int, dict[P | Origin, _Req]] = {}
+        self._inflight: dict[int, dict[P | Origin, tuple[float, int]]] = {}  # (issued, seq)
         self._deadlines: list[tuple[float, int, int, P]] = []  # hedge heap, lazy deletion
         self._hedge: set[int] = set()
         self._origin_not_before: dict[int, float] = {}
@@ -146,18 +137,21 @@ class PieceScheduler(Generic[P]):
         self._banned: set[P] = set()
         self._cursor = 0
         self._seq = 0
-        for index in have or ():
-            self._mark_have(index)
+        for index in range(n):
+            if have is not None and index in have:
+                self._have.set(index)
+            else:
+                self._pool.add(index)
 
     # ---- queries -----------------------------------------------------------------------
 
     @property
     def done(self) -> bool:
-        return self._missing == 0
+        return self._have.complete
 
     @property
     def missing(self) -> int:
-        return self._missing
+        return self._n - self._have.count
 
     @property
     def have(self) -> Bitfield:
@@ -166,7 +160,7 @@ class PieceScheduler(Generic[P]):
 
     def availability(self, index: int) -> int:
         """How many unbanned known peers hold piece ``index``."""
-        return self._avail[index]
+        return self._pool.availability(index)
 
     def sources(self, index: int) -> frozenset[P | Origin]:
         """Who piece ``index`` is currently requested from."""
@@ -192,10 +186,9 @@ class PieceScheduler(Generic[P]):
             raise ValueError(f"bitfield of {bits.size} pieces for a {self._n}-piece blob")
         if peer in self._banned:
             return
-        state = self._peers.get(peer)
-        if state is not None:
+        if (state := self._peers.get(peer)) is not None:
             for index in state.pieces:
-                self._change_avail(index, -1)
+                self._pool.change(index, -1)
             state.pieces.clear()
             state.useful = 0
         for index in bits:
@@ -212,32 +205,29 @@ class PieceScheduler(Generic[P]):
             state = self._peers[peer] = _Peer()
         if index not in state.pieces:
             state.pieces.add(index)
-            self._change_avail(index, +1)
-            state.useful += self._state[index] != _HAVE
+            self._pool.change(index, +1)
+            state.useful += index not in self._have
 
     def on_piece_ok(self, source: P | Origin, index: int, now: float) -> list[Assignment[P]]:
         """Piece ``index`` from ``source`` verified. Returns the other requests to cancel."""
-        if self._state[index] == _HAVE:
+        if index in self._have:
             return []
         sources = self._inflight.pop(index, {})
         request = sources.pop(source, None)
-        state = None if isinstance(source, Origin) else self._peers.get(source)
         if request is not None:
             self._free_slot(source, index)
-            if state is not None:
-                elapsed = now - max(request.issued, state.last_done)
-                if elapsed > 0:
-                    sample = self._plan.length(index) / elapsed
-                    alpha = self._cfg.rate_alpha
-                    state.rate = (
-                        sample if state.rate is None else alpha * sample + (1 - alpha) * state.rate
-                    )
-                state.last_done = now
-        losers = [Assignment(other, index) for other in sources]
+            if not isinstance(source, Origin) and (state := self._peers.get(source)) is not None:
+                state.measure(self._plan.length(index), request[0], now, self._cfg.rate_alpha)
         for other in sources:
             self._free_slot(other, index)
-        self._mark_have(index)
-        return losers
+        self._pool.discard(index)
+        self._have.set(index)
+        self._hedge.discard(index)
+        self._origin_not_before.pop(index, None)
+        for state in self._peers.values():
+            if index in state.pieces:
+                state.useful -= 1
+        return [Assignment(other, index) for other in sources]
 
     def on_piece_bad(self, source: P | Origin, index: int, now: float) -> list[Assignment[P]]:
         """Piece ``index`` from ``source`` failed verification: ban the peer for this blob.
@@ -262,7 +252,7 @@ class PieceScheduler(Generic[P]):
         for index in list(state.inflight):
             self._release(peer, index)
         for index in state.pieces:
-            self._change_avail(index, -1)
+            self._pool.change(index, -1)
         del self._peers[peer]
 
     def on_busy(self, source: P | Origin, index: int, now: float, retry_after: float) -> None:
@@ -284,64 +274,67 @@ class PieceScheduler(Generic[P]):
     def next_requests(self, now: float) -> list[Assignment[P]]:
         """What to request next (see the module docstring for the order)."""
         out: list[Assignment[P]] = []
-        if not self._missing:
+        if self.done:
             return out
         self._expire(now)
         cfg = self._cfg
         free, slots = self._free_peers(now)
-        for index in sorted(self._hedge, key=self._priority):
+
+        def assign(source: P | Origin, index: int) -> None:
+            self._assign(source, index, now, slots)
+            out.append(Assignment(source, index))
+
+        for index in sorted(self._hedge, key=self._priority):  # 1. hedges
             sources = self._inflight.get(index, {})
-            if self._state[index] != _INFLIGHT or len(sources) >= cfg.max_sources:
+            if not sources or len(sources) >= cfg.max_sources:
                 self._hedge.discard(index)
             elif (peer := self._pick(index, free, slots, sources)) is not None:
-                self._assign(peer, index, now, out, slots)
+                assign(peer, index)
                 self._hedge.discard(index)
             elif self._origin_ok(index, now):
-                self._assign(ORIGIN, index, now, out, slots)
+                assign(ORIGIN, index)
                 self._hedge.discard(index)
-        for index in range(self._cursor, min(self._cursor + cfg.window, self._n)):
-            if self._state[index] != _PENDING:
+        for index in range(self._cursor, min(self._cursor + cfg.window, self._n)):  # 2. window
+            if index not in self._pool:
                 continue
             peer = self._pick(index, free, slots, ())
             if peer is not None and now >= self._peers[peer].slow_until:
-                self._assign(peer, index, now, out, slots)
+                assign(peer, index)
             elif self._origin_ok(index, now) and not self._fast_holder(index, now):
-                self._assign(ORIGIN, index, now, out, slots)
+                assign(ORIGIN, index)
             elif peer is not None:  # slow, but better than nothing
-                self._assign(peer, index, now, out, slots)
-        levels = sorted(level for level in self._buckets if level > 0)
-        for peer, state in free:
-            if not self._n_pending:
+                assign(peer, index)
+        for peer, state in free:  # 3. rarest first, fastest peers first
+            if not self._pool:
                 break
-            for index in self._rarest(state, slots[peer], levels):
-                self._assign(peer, index, now, out, slots)
-        if cfg.origin and self._buckets.get(0):
+            for index in self._pool.rarest(state.pieces, slots[peer]):
+                assign(peer, index)
+        if cfg.origin:  # 4. pieces nobody has
             room = cfg.origin_slots - self._origin_busy
             picks: list[int] = []
-            for rank in self._buckets[0]:
+            for index in self._pool.unheld():
                 if len(picks) >= room:
                     break
-                index = self._by_rank[rank]
                 if self._origin_not_before.get(index, -math.inf) <= now:
                     picks.append(index)
             for index in picks:
-                self._assign(ORIGIN, index, now, out, slots)
-        if self._missing <= cfg.endgame_pieces:
+                assign(ORIGIN, index)
+        if self.missing <= cfg.endgame_pieces:  # 5. endgame
             for index, sources in list(self._inflight.items()):
                 if (
                     len(sources) < cfg.max_sources
                     and (peer := self._pick(index, free, slots, sources)) is not None
                 ):
-                    self._assign(peer, index, now, out, slots)
+                    assign(peer, index)
         return out
 
     # ---- internals ---------------------------------------------------------------------
 
     def _priority(self, index: int) -> tuple[bool, int]:
-        in_window = self._cursor <= index < self._cursor + self._cfg.window
-        return (not in_window, self._rank[index])
+        return (not self._cursor <= index < self._cursor + self._cfg.window, index)
 
     def _free_peers(self, now: float) -> tuple[list[tuple[P, _Peer]], dict[P, int]]:
+        """Peers that hold something we lack and may be asked now, fastest first."""
         free: list[tuple[P, _Peer]] = []
         slots: dict[P, int] = {}
         for peer, state in self._peers.items():
@@ -356,11 +349,7 @@ class PieceScheduler(Generic[P]):
         return free, slots
 
     def _pick(
-        self,
-        index: int,
-        free: list[tuple[P, _Peer]],
-        slots: dict[P, int],
-        busy: Container[P | Origin],
+        self, index: int, free: list[tuple[P, _Peer]], slots: dict[P, int], busy: Container[object]
     ) -> P | None:
         """The first (fastest) free peer holding ``index`` that is not in ``busy``."""
         for peer, state in free:
@@ -370,7 +359,7 @@ class PieceScheduler(Generic[P]):
 
     def _fast_holder(self, index: int, now: float) -> bool:
         return any(
-            index in s.pieces and now >= s.slow_until and now >= s.backoff_until
+            index in s.pieces and now >= max(s.slow_until, s.backoff_until)
             for s in self._peers.values()
         )
 
@@ -382,54 +371,27 @@ class PieceScheduler(Generic[P]):
             and ORIGIN not in self._inflight.get(index, {})
         )
 
-    def _rarest(self, state: _Peer, want: int, levels: list[int]) -> list[int]:
-        if want <= 0:
-            return []
-        if len(state.pieces) < self._n_pending:  # scan the smaller side
-            candidates = [i for i in state.pieces if self._state[i] == _PENDING]
-            return heapq.nsmallest(want, candidates, key=lambda i: (self._avail[i], self._rank[i]))
-        picks: list[int] = []
-        for level in levels:
-            for rank in self._buckets.get(level, ()):
-                index = self._by_rank[rank]
-                if index in state.pieces:
-                    picks.append(index)
-                    if len(picks) == want:
-                        return picks
-        return picks
-
-    def _assign(
-        self,
-        source: P | Origin,
-        index: int,
-        now: float,
-        out: list[Assignment[P]],
-        slots: dict[P, int],
-    ) -> None:
+    def _assign(self, source: P | Origin, index: int, now: float, slots: dict[P, int]) -> None:
         self._seq += 1
-        self._inflight.setdefault(index, {})[source] = _Req(now, self._seq)
-        if self._state[index] == _PENDING:
-            self._bucket(index).discard(self._rank[index])
-            self._drop_empty(index)
-            self._n_pending -= 1
-            self._state[index] = _INFLIGHT
+        self._inflight.setdefault(index, {})[source] = (now, self._seq)
+        self._pool.discard(index)
         if isinstance(source, Origin):
             self._origin_busy += 1
-        else:
-            state = self._peers[source]
-            rate = state.rate or self._cfg.initial_rate
-            expected = (len(state.inflight) + 1) * self._plan.length(index) / rate
-            deadline = now + max(self._cfg.hedge_min, self._cfg.hedge_factor * expected)
-            heapq.heappush(self._deadlines, (deadline, self._seq, index, source))
-            state.inflight.add(index)
-            slots[source] -= 1
-        out.append(Assignment(source, index))
+            return
+        state = self._peers[source]
+        rate = state.rate or self._cfg.initial_rate
+        expected = (len(state.inflight) + 1) * self._plan.length(index) / rate
+        deadline = now + max(self._cfg.hedge_min, self._cfg.hedge_factor * expected)
+        heapq.heappush(self._deadlines, (deadline, self._seq, index, source))
+        state.inflight.add(index)
+        slots[source] -= 1
 
     def _expire(self, now: float) -> None:
+        """Late requests (past their hedge deadline) want a second source."""
         while self._deadlines and self._deadlines[0][0] <= now:
             _, seq, index, peer = heapq.heappop(self._deadlines)
             request = self._inflight.get(index, {}).get(peer)
-            if request is not None and request.seq == seq:
+            if request is not None and request[1] == seq:
                 self._hedge.add(index)
                 self._penalise(self._peers[peer], now)
 
@@ -452,37 +414,4 @@ class PieceScheduler(Generic[P]):
         self._free_slot(source, index)
         if not sources:
             del self._inflight[index]
-            if self._state[index] == _INFLIGHT:
-                self._state[index] = _PENDING
-                self._n_pending += 1
-                self._buckets.setdefault(self._avail[index], set()).add(self._rank[index])
-
-    def _mark_have(self, index: int) -> None:
-        if self._state[index] == _PENDING:
-            self._bucket(index).discard(self._rank[index])
-            self._drop_empty(index)
-            self._n_pending -= 1
-        self._state[index] = _HAVE
-        self._missing -= 1
-        self._have.set(index)
-        self._hedge.discard(index)
-        self._origin_not_before.pop(index, None)
-        for state in self._peers.values():
-            if index in state.pieces:
-                state.useful -= 1
-
-    def _change_avail(self, index: int, delta: int) -> None:
-        if self._state[index] == _PENDING:
-            self._bucket(index).discard(self._rank[index])
-            self._drop_empty(index)
-            self._avail[index] += delta
-            self._buckets.setdefault(self._avail[index], set()).add(self._rank[index])
-        else:
-            self._avail[index] += delta
-
-    def _bucket(self, index: int) -> set[int]:
-        return self._buckets[self._avail[index]]
-
-    def _drop_empty(self, index: int) -> None:
-        if not self._buckets[self._avail[index]]:
-            del self._buckets[self._avail[index]]
+            self._pool.add(index)

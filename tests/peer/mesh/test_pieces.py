@@ -15,6 +15,7 @@ from peer.mesh.pieces import (
     Bitfield,
     PieceHasher,
     PiecePlan,
+    RarityIndex,
     hash_piece,
     piece_size_for,
     verify_piece,
@@ -168,3 +169,51 @@ def test_bitfield_equality_is_by_content() -> None:
     assert Bitfield(3) == Bitfield(3)
     assert Bitfield(3) != Bitfield(4)
     assert Bitfield(3) != "x"
+
+
+# ---- rarity index ------------------------------------------------------------------------
+
+
+def rarity(avail: list[int], seed: int = 0) -> RarityIndex:
+    index = RarityIndex(len(avail), seed=seed)
+    for i, count in enumerate(avail):
+        index.add(i)
+        for _ in range(count):
+            index.change(i, +1)
+    return index
+
+
+@pytest.mark.parametrize("held", [{0, 1, 2}, set(range(8))])  # both scan strategies
+def test_rarity_picks_rarest_held(held: set[int]) -> None:
+    index = rarity([3, 1, 2, 1, 5, 0, 2, 2])
+    picks = index.rarest(held, 2)
+    expected = sorted(held - {5}, key=index.availability)[:2]
+    assert [index.availability(i) for i in picks] == [index.availability(i) for i in expected]
+    assert set(picks) <= held
+    if held == {0, 1, 2}:
+        assert picks == [1, 2]
+
+
+def test_rarity_skips_non_pending_and_tracks_changes() -> None:
+    index = rarity([1, 1, 1, 1])
+    index.discard(2)
+    assert len(index) == 3
+    assert 2 not in index
+    assert index.rarest(set(range(4)), 10) != []
+    assert 2 not in index.rarest(set(range(4)), 10)
+    index.change(2, +1)  # availability still tracked while not pending
+    assert index.availability(2) == 2
+    index.change(0, -1)
+    assert list(index.unheld()) == [0]
+    index.add(2)
+    index.add(2)  # idempotent
+    assert len(index) == 4
+    assert index.rarest({0, 1, 2, 3}, 0) == []
+
+
+def test_rarity_ties_depend_on_seed() -> None:
+    firsts = {rarity([1] * 64, seed=s).rarest(set(range(64)), 1)[0] for s in range(10)}
+    assert len(firsts) > 5
+    assert rarity([1] * 64, seed=3).rarest(set(range(64)), 5) == rarity([1] * 64, seed=3).rarest(
+        set(range(64)), 5
+    )
