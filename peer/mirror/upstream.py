@@ -193,6 +193,7 @@ class Upstream:
         )
         self._challenges: dict[str, auth.Challenge] = {}  # origin -> last challenge it sent
         self._tokens = auth.TokenCache()
+        self._token_locks: dict[auth.TokenRequest, trio.Lock] = {}
         #: Registry → last ``ratelimit-remaining`` value (e.g. ``"76;w=21600"``), for metrics.
         self.last_ratelimit: dict[str, str] = {}
 
@@ -391,9 +392,14 @@ class Upstream:
             LOGGER.warning("not sending credentials to realm %s outside %s", realm, base)
             creds = None
         key = auth.token_request(challenge, scopes, auth.credential_identity(creds))
-        token = self._tokens.get(key, now=trio.current_time())
-        if token is None:
-            token = await self._fetch_token(key, creds)
+        # One fetch per key at a time: a cold pull opens many layers at once.
+        lock = self._token_locks.setdefault(key, trio.Lock())
+        async with lock:
+            token = self._tokens.get(key, now=trio.current_time())
+            if token is None:
+                token = await self._fetch_token(key, creds)
+        if not lock.locked():  # nobody waiting (trio hands a released lock to the next waiter)
+            self._token_locks.pop(key, None)
         return {"Authorization": f"Bearer {token}"}, key
 
     async def _fetch_token(self, key: auth.TokenRequest, creds: tuple[str, str] | None) -> str:
@@ -474,13 +480,9 @@ def _mapped(what: str) -> Iterator[None]:
     """Translate httpx exceptions into the peer error tree (httpcore ``map_exceptions``)."""
     try:
         yield
-    except httpx.TimeoutException as exc:
-        raise UpstreamUnavailable(f"{what}: timed out ({type(exc).__name__})") from exc
-    except httpx.TransportError as exc:
-        raise UpstreamUnavailable(f"{what}: {type(exc).__name__}: {exc}") from exc
     except (httpx.DecodingError, httpx.InvalidURL) as exc:
         raise UpstreamProtocolError(f"{what}: {type(exc).__name__}: {exc}") from exc
-    except httpx.HTTPError as exc:
+    except httpx.HTTPError as exc:  # TransportError (timeouts included) and the rest
         raise UpstreamUnavailable(f"{what}: {type(exc).__name__}: {exc}") from exc
 
 

@@ -522,6 +522,26 @@ async def test_tokens_expire_on_the_trio_clock(autojump_clock: trio.testing.Mock
     ]
 
 
+async def test_concurrent_requests_share_one_token_fetch() -> None:
+    seen: list[str] = []
+
+    async def handle(request: httpx.Request) -> httpx.Response:
+        seen.append(request.url.host)
+        if request.url.host == "auth.example.test":
+            await trio.sleep(0.05)  # everyone else queues up behind this fetch
+            return token_server(request)
+        if "authorization" not in request.headers:
+            return challenge()
+        return manifest_ok(request)
+
+    up = Upstream({"reg.example.test": REG}, transport=httpx.MockTransport(handle))
+    async with opened(up), trio.open_nursery() as nursery:
+        for _ in range(5):
+            nursery.start_soon(up.head_manifest, "reg.example.test", "team/app", "v1", [])
+    assert seen.count("auth.example.test") == 1
+    assert 5 < seen.count("reg.example.test") <= 10  # late starters skip the 401
+
+
 async def test_rejected_cached_token_is_replaced_once() -> None:
     minted: list[str] = []
 
