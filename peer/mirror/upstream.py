@@ -194,6 +194,7 @@ class Upstream:
         self._challenges: dict[str, auth.Challenge] = {}  # origin -> last challenge it sent
         self._tokens = auth.TokenCache()
         self._token_locks: dict[auth.TokenRequest, trio.Lock] = {}
+        self._withheld: set[str] = set()  # realms we refused credentials to (warned once)
         #: Registry → last ``ratelimit-remaining`` value (e.g. ``"76;w=21600"``), for metrics.
         self.last_ratelimit: dict[str, str] = {}
 
@@ -389,7 +390,9 @@ class Upstream:
             return {"Authorization": auth.basic_authorization(creds)}, None
         realm = challenge.realm or ""
         if creds is not None and not auth.may_send_credentials(realm, base):
-            LOGGER.warning("not sending credentials to realm %s outside %s", realm, base)
+            if realm not in self._withheld:
+                self._withheld.add(realm)
+                LOGGER.warning("not sending credentials to realm %s outside %s", realm, base)
             creds = None
         key = auth.token_request(challenge, scopes, auth.credential_identity(creds))
         # One fetch per key at a time: a cold pull opens many layers at once.

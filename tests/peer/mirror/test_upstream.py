@@ -745,13 +745,15 @@ async def test_status_mapping(
         ("42", 42.0),
         (None, None),
         ("soon", None),
-        (formatdate(time.time() + 3600, usegmt=True), 3600),
+        ("<an HTTP-date an hour from now>", 3600),
     ],
 )
 async def test_rate_limit(retry_after: str | None, expected: float | None) -> None:
     headers = {"ratelimit-remaining": "0;w=21600"}
     if retry_after is not None:
         headers["Retry-After"] = retry_after
+    if retry_after == "<an HTTP-date an hour from now>":
+        headers["Retry-After"] = formatdate(time.time() + 3600, usegmt=True)
     async with opened(Scripted(lambda _: httpx.Response(429, headers=headers)).upstream()) as up:
         with pytest.raises(UpstreamRateLimited) as limited:
             await up.get_manifest("reg.example.test", "r", "v1", [OCI_MANIFEST])
