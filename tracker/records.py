@@ -93,10 +93,11 @@ class Records:
     def put_tag(self, record: p.TagRecord) -> bool:
         """Keep the most recent resolution per key; False if ours was at least as recent."""
         key = tag_key(record)
-        current = self._tags.pop(key, None)
-        if current is not None and current.resolved_at >= record.resolved_at:
-            self._tags[key] = current
-            return False
+        current = self._tags.get(key)
+        if current is not None:
+            if current.resolved_at >= record.resolved_at:
+                return False
+            del self._tags[key]  # re-inserted below as the most recently updated
         while len(self._tags) >= self._policy.max_tags:
             del self._tags[next(iter(self._tags))]
         self._tags[key] = record
