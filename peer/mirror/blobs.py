@@ -86,8 +86,8 @@ def serve_cached(ctx: NodeContext, request: Request, entry: CacheEntry) -> Respo
 
 
 async def _counted(
-    ctx: NodeContext, source: str, body: AsyncIterator[bytes]
-) -> AsyncIterator[bytes]:
+    ctx: NodeContext, source: str, body: AsyncIterator[FileBody]
+) -> AsyncIterator[FileBody]:
     async for chunk in body:
         ctx.metrics.bytes_served.labels(source).inc(len(chunk))
         yield chunk

@@ -42,7 +42,7 @@ class Mirror:
 
     async def handle(self, request: Request) -> Response:
         route = parse_path(request.path)
-        kind = route.kind if route is not None else "other"
+        kind: str = route.kind if route is not None else "other"
         try:
             kind, response = await self._dispatch(request)
         except PeerError as exc:
