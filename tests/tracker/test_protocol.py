@@ -42,12 +42,18 @@ MESSAGES: list[p.Message] = [
         size=10,
         peers=(
             p.PeerAddr(peer_id="a", host="h", port=1, complete=True, bytes_held=10),
-            p.PeerAddr(peer_id="b", host="h2", port=2, complete=False, bytes_held=3, load=1, upload_slots=4),
+            p.PeerAddr(
+                peer_id="b", host="h2", port=2, complete=False, bytes_held=3, load=1, upload_slots=4
+            ),
         ),
     ),
     p.PieceHashes(digest=D1, size=0, piece_size=p.MIN_PIECE_SIZE, hashes=(), peer_id="n"),
     p.PieceHashes(
-        digest=D1, size=(1 << 20) + 1, piece_size=1 << 20, hashes=(b"\x01" * 32, b"\x02" * 32), peer_id="n"
+        digest=D1,
+        size=(1 << 20) + 1,
+        piece_size=1 << 20,
+        hashes=(b"\x01" * 32, b"\x02" * 32),
+        peer_id="n",
     ),
     p.PiecesPutReply(stored=False, conflict=True),
     p.PiecesQuery(digest=D2),
@@ -172,7 +178,9 @@ MALFORMED_ANNOUNCES: list[tuple[str, bytes]] = [
 ]
 
 
-@pytest.mark.parametrize(("name", "body"), MALFORMED_ANNOUNCES, ids=[n for n, _ in MALFORMED_ANNOUNCES])
+@pytest.mark.parametrize(
+    ("name", "body"), MALFORMED_ANNOUNCES, ids=[n for n, _ in MALFORMED_ANNOUNCES]
+)
 def test_malformed_announces_raise_bad_message(name: str, body: bytes) -> None:
     with pytest.raises(BadMessage):
         p.decode(p.Announce, body)
@@ -251,7 +259,13 @@ def test_announce_round_trip_property(
     held: list[p.BlobHeld], partial: list[p.BlobInProgress], load: int
 ) -> None:
     message = p.Announce(
-        peer_id="n", session=S, host="h", port=1, held=tuple(held), in_progress=tuple(partial), load=load
+        peer_id="n",
+        session=S,
+        host="h",
+        port=1,
+        held=tuple(held),
+        in_progress=tuple(partial),
+        load=load,
     )
     assert p.decode(p.Announce, p.encode(message)) == message
 

@@ -43,7 +43,9 @@ def announce(
     )
 
 
-def lookup(reg: Registry, n: int, asker: str = "asker", limit: int = 16, now: float = T0) -> list[str]:
+def lookup(
+    reg: Registry, n: int, asker: str = "asker", limit: int = 16, now: float = T0
+) -> list[str]:
     reply = reg.lookup(p.Lookup(digest=d(n), peer_id=asker, limit=limit), now)
     return [a.peer_id for a in reply.peers]
 
@@ -79,7 +81,9 @@ def test_announce_then_lookup(reg: Registry) -> None:
     found = reg.lookup(p.Lookup(digest=d(1), peer_id="b", limit=4), T0)
     assert found.size == 100
     assert found.peers == (
-        p.PeerAddr(peer_id="a", host="10.0.0.1", port=5051, complete=True, bytes_held=100, upload_slots=4),
+        p.PeerAddr(
+            peer_id="a", host="10.0.0.1", port=5051, complete=True, bytes_held=100, upload_slots=4
+        ),
     )
     check_invariants(reg)
 
@@ -271,7 +275,14 @@ def test_forget_drops_holders_and_records(reg: Registry) -> None:
     reg.announce(announce("a", (1, 2), ((3, 1),)), T0)
     reg.announce(announce("b", (), ((1, 1),)), T0)
     tag = p.TagRecord(
-        registry="r", repository="x", tag="t", accept="", digest=d(1), media_type="a/b", size=1, resolved_at=1.0
+        registry="r",
+        repository="x",
+        tag="t",
+        accept="",
+        digest=d(1),
+        media_type="a/b",
+        size=1,
+        resolved_at=1.0,
     )
     reg.records.put_tag(tag)
     assert reg.forget(d(1))
@@ -317,7 +328,9 @@ def test_piece_hashes_first_writer_wins_and_conflicts_are_counted() -> None:
     records = Records(Policy())
     assert records.put_pieces(hashes(d(1), 2)) == p.PiecesPutReply(stored=True)
     assert records.put_pieces(hashes(d(1), 2, peer="other")) == p.PiecesPutReply(stored=False)
-    assert records.put_pieces(hashes(d(1), 2, fill=9)) == p.PiecesPutReply(stored=False, conflict=True)
+    assert records.put_pieces(hashes(d(1), 2, fill=9)) == p.PiecesPutReply(
+        stored=False, conflict=True
+    )
     assert records.get_pieces(d(1)) == hashes(d(1), 2)
     assert records.conflicts == {d(1): 1}
 
@@ -337,7 +350,14 @@ def test_tags_newest_resolution_wins_and_oldest_is_evicted() -> None:
 
     def tag(name: str, at: float, n: int = 1) -> p.TagRecord:
         return p.TagRecord(
-            registry="r", repository="x", tag=name, accept="", digest=d(n), media_type="a/b", size=1, resolved_at=at
+            registry="r",
+            repository="x",
+            tag=name,
+            accept="",
+            digest=d(n),
+            media_type="a/b",
+            size=1,
+            resolved_at=at,
         )
 
     def get(name: str) -> p.TagRecord | None:
@@ -361,8 +381,12 @@ def lease(peer: str, ttl: float, index: int = 0, digest: str = d(1)) -> p.LeaseR
 
 def test_lease_grant_hold_renew_release_expire() -> None:
     records = Records(Policy())
-    assert records.lease(lease("a", 10), T0) == p.LeaseReply(granted=True, holder="a", expires_at=T0 + 10)
-    assert records.lease(lease("b", 10), T0 + 1) == p.LeaseReply(granted=False, holder="a", expires_at=T0 + 10)
+    assert records.lease(lease("a", 10), T0) == p.LeaseReply(
+        granted=True, holder="a", expires_at=T0 + 10
+    )
+    assert records.lease(lease("b", 10), T0 + 1) == p.LeaseReply(
+        granted=False, holder="a", expires_at=T0 + 10
+    )
     assert records.lease(lease("b", 10, index=1), T0 + 1).granted  # another range
     assert records.lease(lease("a", 10), T0 + 5).expires_at == T0 + 15  # renewal
     assert not records.lease(lease("b", 0), T0 + 6).granted  # b cannot release a's lease
@@ -384,5 +408,7 @@ def test_lease_cap_sweeps_expired_then_refuses() -> None:
 def test_registry_lease_checks_the_session(reg: Registry) -> None:
     reg.announce(announce("a", (1,)), T0)
     with pytest.raises(PeerConflict):
-        reg.lease(p.LeaseRequest(digest=d(1), piece_index=0, peer_id="a", session=b"x" * 16, ttl=5), T0)
+        reg.lease(
+            p.LeaseRequest(digest=d(1), piece_index=0, peer_id="a", session=b"x" * 16, ttl=5), T0
+        )
     assert reg.lease(lease("a", 5), T0).granted
