@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import trio
+
 from peer.mesh.wire.connection import NEED_DATA, Event, PeerConnection
 from peer.mesh.wire.messages import Handshake, Message
 
@@ -49,3 +51,29 @@ class ConnectionPair:
         receiver = self.other(sender)
         receiver.receive_data(b"")
         return events_of(receiver)
+
+
+class RawPeer:
+    """The far end of a link, driven by hand: a sans-IO connection over a trio stream."""
+
+    def __init__(self, stream: trio.abc.Stream, **limits: Any) -> None:
+        self.stream = stream
+        self.conn = PeerConnection(**limits)
+
+    async def send(self, message: Message) -> None:
+        await self.stream.send_all(self.conn.send(message))
+
+    async def next(self) -> Event:
+        """The next message, or Closed."""
+        while True:
+            event = self.conn.next_event()
+            if event is not NEED_DATA:
+                return event
+            self.conn.receive_data(await self.stream.receive_some(1 << 16))
+
+    async def hello(self, name: str = "raw", *, max_requests: int = 4) -> Handshake:
+        """Exchange handshakes; returns the link's."""
+        await self.send(Handshake(peer_id=name, max_requests=max_requests))
+        theirs = await self.next()
+        assert isinstance(theirs, Handshake)
+        return theirs

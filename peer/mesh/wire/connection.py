@@ -158,6 +158,14 @@ class PeerConnection:
         cap = min(self._max_outstanding, self.their_handshake.max_requests)
         return max(0, cap - len(self._ours))
 
+    def can_request(self, length: int) -> bool:
+        """Whether a Request for ``length`` bytes fits the limits now."""
+        return bool(self.request_slots) and self._ours_bytes + length <= self._max_inflight_bytes
+
+    @property
+    def max_inflight_bytes(self) -> int:
+        return self._max_inflight_bytes
+
     @property
     def peer_outstanding(self) -> int:
         """Their requests we have not answered yet."""
@@ -165,7 +173,7 @@ class PeerConnection:
 
     # ---- receiving -------------------------------------------------------------------
 
-    def receive_data(self, data: bytes) -> None:
+    def receive_data(self, data: bytes | bytearray) -> None:
         """Hand over bytes read from the peer; ``b""`` means EOF.
 
         Raises:

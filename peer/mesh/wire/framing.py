@@ -81,7 +81,7 @@ class FrameBuffer:
         """Bytes buffered but not yet returned as frames."""
         return len(self._buf)
 
-    def feed(self, data: bytes) -> None:
+    def feed(self, data: bytes | bytearray) -> None:
         """Append received bytes (amortised O(len(data)); no parsing happens here)."""
         self._buf += data
 

@@ -324,14 +324,14 @@ def test_random_runs_keep_invariants(seed: int) -> None:
                         assert loser.piece == i
                 elif outcome < 0.7 and src != ORIGIN:
                     s.on_piece_bad(src, i, now)
-                    banned.add(src)  # type: ignore[arg-type]
+                    banned.add(src)
                 elif outcome < 0.8:
                     s.on_timeout(src, i, now)
                 elif outcome < 0.9:
                     s.on_busy(src, i, now, 1.0)
                 elif src != ORIGIN:
                     s.on_peer_gone(src)
-                    holders[src] = set()  # type: ignore[index]
+                    holders[src] = set()
         check(s, cfg, banned, holders)
 
 

@@ -113,8 +113,8 @@ def test_goodbye_may_refuse_before_handshake() -> None:
 
 
 def test_version_negotiates_down_and_too_old_is_refused() -> None:
+    assert PeerConnection().version is None
     pair = ConnectionPair()
-    assert pair.a.version is None
     pair.send(pair.b, Handshake(version=7, peer_id="future", max_requests=1))
     assert pair.a.version == 1
     old = PeerConnection()
