@@ -80,6 +80,9 @@ class _Waiter:
 class PeerLink:
     """One link to one peer.
 
+    Consume ``events`` in a task of its own: the reader waits while that channel is
+    full, and it is also the reader that delivers the answers ``request`` waits for.
+
     Args:
         stream: The transport (a TCP stream in production, memory streams in tests).
         hello: Our handshake (its ``max_requests`` bounds how many requests we serve).
@@ -239,7 +242,7 @@ class PeerLink:
             raise trio.BusyResourceError(f"piece {request.index} is already being requested")
         waiter = self._waiters[request.key] = _Waiter()
         try:
-            while not (self._finished or self.conn.can_request(request.length)):
+            while not (self._finished or self._closing or self.conn.can_request(request.length)):
                 await self._slots.park()
             self.send_nowait(request)  # no checkpoint between the slot check and booking
             await waiter.event.wait()
@@ -324,7 +327,10 @@ class PeerLink:
                         self._guarded, functools.partial(self._serve_one, event)
                     )
             else:
-                if isinstance(event, Cancel) and (scope := self._serving.get(event.key)):
+                if (
+                    isinstance(event, Cancel)
+                    and (scope := self._serving.get(event.key)) is not None
+                ):
                     scope.cancel()
                 await self._events.send(event)
 
@@ -340,6 +346,14 @@ class PeerLink:
                     data = None
                 if self._closing or self._finished:
                     return
+                if data is not None and len(data) != request.length:
+                    LOGGER.error(
+                        "serving piece %d: %d bytes, asked %d",
+                        request.index,
+                        len(data),
+                        request.length,
+                    )
+                    data = None
                 if data is None:
                     self._answer_busy(request)
                 else:

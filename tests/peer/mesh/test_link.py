@@ -400,3 +400,54 @@ async def test_upload_rate_limit(
     assert len(piece.data) == 400_000
     elapsed = trio.current_time() - start
     assert 3.0 <= elapsed <= 4.1  # 400 kB at 100 kB/s, less the bucket's first chunk
+
+
+@pytest.mark.parametrize("failure", ["raises", "short"])
+async def test_failed_serve_answers_busy_and_keeps_the_link(
+    nursery: trio.Nursery, failure: str
+) -> None:
+    async def serve(request: Request) -> bytes | None:
+        if failure == "raises":
+            raise OSError("disk on fire")
+        return b"x" * (request.length - 1)
+
+    ours, theirs = trio.testing.memory_stream_pair()
+    link, _ = make_link(ours, "me", serve=serve, busy_retry_after=0.5)
+    peer = RawPeer(theirs)
+    nursery.start_soon(link.run)
+    await peer.hello()
+    await peer.send(Request(digest=D, index=2, length=5))
+    assert await peer.next() == Busy(digest=D, index=2, retry_after=0.5)
+    assert link.conn.our_state is State.OPEN
+
+
+async def test_request_after_close_fails_fast(nursery: trio.Nursery) -> None:
+    ours, theirs = trio.testing.memory_stream_pair()
+    link, _ = make_link(ours, "me")
+    peer = RawPeer(theirs)
+    nursery.start_soon(link.run)
+    await peer.hello()
+    link.close("bye")
+    with trio.fail_after(1), pytest.raises(trio.ClosedResourceError):
+        await link.request(Request(digest=D, index=0, length=1))
+
+
+async def test_download_rate_limit(
+    autojump_clock: trio.testing.MockClock, nursery: trio.Nursery
+) -> None:
+    ours, theirs = trio.testing.memory_stream_pair()
+    link, _ = make_link(ours, "me", download=TokenBucket(50_000.0, now=trio.current_time()))
+    peer = RawPeer(theirs)
+    nursery.start_soon(link.run)
+    await peer.hello()
+
+    async def play_peer() -> None:
+        assert isinstance(await peer.next(), Request)
+        await peer.send(Piece(digest=D, index=0, data=bytes(200_000)))
+
+    nursery.start_soon(play_peer)
+    start = trio.current_time()
+    with trio.fail_after(10):
+        reply = await link.request(Request(digest=D, index=0, length=200_000))
+    assert isinstance(reply, Piece)
+    assert 2.5 <= trio.current_time() - start <= 4.2  # 200 kB read at 50 kB/s
