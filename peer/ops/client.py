@@ -212,8 +212,9 @@ class NodeClient:
         what = f"{image.name}@{reference}" if ":" in reference else f"{image.name}:{reference}"
         text = f"{what}: node answered {status}" + (f" {code}: {message}" if code else "")
         if status == 403 and code == "DENIED":
-            return ImageDenied(f"{image.name} is denied by the node's allows.txt", status=403,
-                               code=code)  # fmt: skip
+            return ImageDenied(
+                f"{image.name} is denied by the node's allows.txt", status=403, code=code
+            )
         if status == 404:
             return ImageNotFound(text, status=status, code=code)
         return NodeError(text, status=status, code=code)
