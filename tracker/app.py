@@ -66,7 +66,6 @@ class TrackerApp:
         admin_token: Bearer token for admin mutations; None refuses them all (403).
         clock: Wall clock in Unix seconds (tests inject a fake).
         metrics: Metrics to update (a fresh private registry by default).
-        store_name: What /healthz reports as the store kind.
     """
 
     def __init__(
@@ -76,12 +75,10 @@ class TrackerApp:
         admin_token: str | None = None,
         clock: Callable[[], float] = time.time,
         metrics: TrackerMetrics | None = None,
-        store_name: str = "memory",
     ) -> None:
         self.store = store
         self.metrics = metrics or TrackerMetrics()
         self._clock = clock
-        self._store_name = store_name
         self.admin = AdminApi(store, admin_token=admin_token, clock=clock)
         self._openapi = importlib.resources.files("tracker").joinpath("openapi.json").read_bytes()
         self._routes: dict[str, dict[str, Handler]] = {
@@ -209,7 +206,7 @@ class TrackerApp:
     async def _healthz(self, request: Request) -> Response:
         with self.metrics.timed("ping"):
             await self.store.ping()
-        return json_response(200, {"status": "ok", "store": self._store_name})
+        return json_response(200, {"status": "ok", "store": self.store.kind})
 
     async def _metrics(self, request: Request) -> Response:
         with self.metrics.timed("stats"):

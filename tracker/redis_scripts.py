@@ -287,8 +287,18 @@ FORGET: Final = """
 local P, d = ARGV[1], ARGV[2]
 local ids = redis.call('SMEMBERS', P .. 'c:' .. d)
 local part = redis.call('HKEYS', P .. 'i:' .. d)
-for _, id in ipairs(ids) do redis.call('HDEL', P .. 'pb:' .. id, d) end
-for _, id in ipairs(part) do redis.call('HDEL', P .. 'pb:' .. id, d) end
+-- Keep each holder's counts in its info row exact (field 8: held, field 9: in progress).
+local function uncount(id, field)
+  redis.call('HDEL', P .. 'pb:' .. id, d)
+  local raw = redis.call('HGET', P .. 'info', id)
+  if raw then
+    local info = cmsgpack.unpack(raw)
+    info[field] = info[field] - 1
+    redis.call('HSET', P .. 'info', id, cmsgpack.pack(info))
+  end
+end
+for _, id in ipairs(ids) do uncount(id, 8) end
+for _, id in ipairs(part) do uncount(id, 9) end
 redis.call('INCRBY', P .. 'holdings', 0 - #ids - #part)
 redis.call('DEL', P .. 'c:' .. d, P .. 'i:' .. d)
 local found = redis.call('HDEL', P .. 'blobs', d)

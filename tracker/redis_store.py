@@ -79,6 +79,7 @@ class RedisStore:
     ) -> None:
         self._r: Any = client  # redis-py stubs type replies loosely; we use raw bytes
         self.policy = policy or Policy()
+        self.kind = "redis"
         self._p = prefix
         self._scripts: dict[str, Any] = {
             name: client.register_script(getattr(lua, name)) for name in lua.SCRIPTS
@@ -86,12 +87,14 @@ class RedisStore:
         self._rng = rng or random.Random()
 
     @classmethod
-    def from_url(cls, url: str, policy: Policy | None = None) -> RedisStore:
+    def from_url(
+        cls, url: str, policy: Policy | None = None, *, prefix: str = DEFAULT_PREFIX
+    ) -> RedisStore:
         """Connect lazily to ``redis://HOST:PORT/DB`` or ``unix:///path.sock``."""
         client = redis.Redis.from_url(
             url, socket_timeout=SOCKET_TIMEOUT, socket_connect_timeout=SOCKET_TIMEOUT
         )
-        return cls(client, policy)
+        return cls(client, policy, prefix=prefix)
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         try:

@@ -84,8 +84,7 @@ async def serve(
     """
     policy = Policy(announce_interval=config.announce_interval, peer_ttl=config.peer_ttl)
     store = store if store is not None else open_store(config.store, policy)
-    kind = "memory" if config.store == "memory" else "redis"
-    app = TrackerApp(store, admin_token=config.admin_token, clock=clock, store_name=kind)
+    app = TrackerApp(store, admin_token=config.admin_token, clock=clock)
     stopping = trio.Event()
     try:
         async with trio.open_nursery() as nursery:
@@ -99,7 +98,7 @@ async def serve(
                 )
             )
             port = int(binds[0].rsplit(":", 1)[1])
-            LOGGER.info("tracker listening on %s (store: %s)", binds[0], kind)
+            LOGGER.info("tracker listening on %s (store: %s)", binds[0], store.kind)
             async with trio.open_nursery() as background:
                 period = min(MAX_SWEEP_PERIOD, config.peer_ttl / 4)
                 background.start_soon(sweep_forever, store, clock, period)

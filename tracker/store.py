@@ -28,6 +28,7 @@ class Store(Protocol):
     """The operations the HTTP shell needs; see ``Registry`` for each one's contract."""
 
     policy: Policy
+    kind: str  # "memory" or "redis", for /healthz
 
     async def announce(self, a: p.Announce, now: float) -> p.AnnounceReply: ...
     async def leave(self, msg: p.Leave, now: float) -> None: ...
@@ -61,6 +62,7 @@ class MemoryStore:
     def __init__(self, policy: Policy | None = None, *, rng: random.Random | None = None) -> None:
         self.registry = Registry(policy, rng=rng)
         self.policy = self.registry.policy
+        self.kind = "memory"
 
     async def announce(self, a: p.Announce, now: float) -> p.AnnounceReply:
         """See :meth:`Registry.announce`."""
