@@ -1,0 +1,73 @@
+"""Machinery for the operator-tool tests: a real tracker process and peers announcing to it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from peer.mesh.tracker_client import NodeState, TrackerClient
+from tests.helpers import procs
+from tracker import protocol as p
+
+
+@dataclass(frozen=True)
+class TrackerProcess:
+    url: str
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+
+@contextmanager
+def spawn_tracker(root: Path) -> Iterator[TrackerProcess]:
+    """``python -m tracker`` (what ``shoal tracker`` runs) on a free loopback port, no mDNS."""
+    port = procs.free_port()
+    log = root / "tracker.log"
+    root.mkdir(parents=True, exist_ok=True)
+    proc = procs.start(
+        [sys.executable, "-m", "tracker", "--listen", f"127.0.0.1:{port}", "--no-mdns"], log
+    )
+    url = f"http://127.0.0.1:{port}"
+
+    def ready() -> bool | None:
+        try:
+            return True if httpx.get(f"{url}/healthz", timeout=1).status_code == 200 else None
+        except httpx.TransportError:
+            return None
+
+    try:
+        procs.wait_for(ready, timeout=20, what="shoal tracker", proc=proc, log_path=log)
+        yield TrackerProcess(url, proc, log)
+    finally:
+        procs.stop(proc)
+
+
+async def announce(
+    tracker_url: str,
+    peer_id: str,
+    *,
+    port: int = 5051,
+    held: Sequence[tuple[str, int]] = (),
+    in_progress: Sequence[tuple[str, int, int]] = (),
+    bytes_from_origin: int = 0,
+    bytes_from_peers: int = 0,
+) -> None:
+    """Announce one peer's holdings, as a node's tracker client does."""
+    async with TrackerClient(tracker_url, peer_id=peer_id, session=os.urandom(16)) as client:
+        await client.announce(
+            NodeState(
+                host="127.0.0.1",
+                port=port,
+                held=tuple(p.BlobHeld(d, s) for d, s in held),
+                in_progress=tuple(p.BlobInProgress(d, s, h) for d, s, h in in_progress),
+                upload_slots=4,
+                bytes_from_origin=bytes_from_origin,
+                bytes_from_peers=bytes_from_peers,
+            )
+        )
