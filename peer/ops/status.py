@@ -198,9 +198,9 @@ async def _check_blobs(
             if state.state == "missing":
                 status.missing.append(f"{where}: not in the {source.label}")
             elif state.state == "partial":
-                pct = 100 * state.bytes_held // blob.size if blob.size else 0
+                pct = 100 * state.bytes_held / blob.size if blob.size else 0.0
                 status.in_progress.append(
-                    f"{where}: {pct}% on the best of {state.peers} downloading peer(s), "
+                    f"{where}: {pct:.0f}% on the best of {state.peers} downloading peer(s), "
                     "no whole copy in the mesh"
                 )
 
