@@ -12,8 +12,10 @@ the peer where "docker.io" lives; a pull that succeeds therefore went through th
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
+import textwrap
 import time
 import tomllib
 from pathlib import Path
@@ -22,6 +24,7 @@ from typing import Final
 import pytest
 
 from tests.deploy.cluster import (
+    ROOT,
     CommandMissing,
     cli_help,
     container,
@@ -37,8 +40,6 @@ from tests.helpers import procs
 from tests.helpers.node import spawn_node
 from tests.helpers.registry import Registry
 from tests.helpers.runtimes import Containerd
-
-pytestmark = pytest.mark.slow
 
 ISSUE_5: Final = "`shoal config containerd` is not in the CLI yet (issue 5)"
 #: What a node's hosts.toml falls back to: the real registries.
@@ -118,6 +119,7 @@ def _through_shoal(registry: Registry, name: str) -> int:
     )
 
 
+@pytest.mark.slow
 def test_daemonset_hosts_toml_pulls_through_the_daemonset_peer(
     objects: list[Obj], registry: Registry, containerd: Containerd, tmp_path: Path
 ) -> None:
@@ -141,6 +143,7 @@ def test_daemonset_hosts_toml_pulls_through_the_daemonset_peer(
         assert _through_shoal(registry, name) > 0
 
 
+@pytest.mark.slow
 def test_daemonset_hosts_toml_falls_back_without_a_peer(
     objects: list[Obj], registry: Registry, containerd: Containerd, tmp_path: Path
 ) -> None:
@@ -163,3 +166,24 @@ def test_daemonset_hosts_toml_falls_back_without_a_peer(
     assert _through_shoal(registry, name) == 0
     # The short dial timeout: a dead mirror costs a pull little.
     assert time.monotonic() - started < 20
+
+
+def rollback_script() -> str:
+    """The shell block of docs/deploy.md that removes shoal's hosts.toml files."""
+    text = (ROOT / "docs" / "deploy.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"^[ ]*```sh\n(.*?)^[ ]*```", text, re.M | re.S)
+    (block,) = [b for b in blocks if "certs.d/*/hosts.toml" in b]
+    return textwrap.dedent(block)
+
+
+def test_documented_rollback_removes_only_shoals_files(objects: list[Obj], tmp_path: Path) -> None:
+    certs = tmp_path / "certs.d"
+    registries = write_hosts_dir(objects, certs, "http://127.0.0.1:5050")
+    theirs = certs / "registry.example.com" / "hosts.toml"
+    theirs.parent.mkdir()
+    theirs.write_text('server = "https://registry.example.com"\n', encoding="utf-8")
+    script = rollback_script().replace("/etc/containerd/certs.d", str(certs))
+    result = subprocess.run(["sh", "-ec", script], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert list(certs.rglob("hosts.toml")) == [theirs]
+    assert registries

@@ -79,6 +79,13 @@ def test_entrypoint_is_the_console_script() -> None:
     assert any("PATH=/opt/shoal/bin:" in env for env in of("ENV"))
 
 
+def test_peer_cache_is_the_volume() -> None:
+    """Non-root, the peer's default cache is ~/.cache; the image points it at its volume."""
+    (volume,) = of("VOLUME")
+    (path,) = json.loads(volume)
+    assert any(f"SHOAL_DATA={path}" in env.split() for env in of("ENV"))
+
+
 def test_two_stages_from_one_python() -> None:
     froms = of("FROM")
     assert len(froms) == 2
