@@ -49,6 +49,12 @@ def short(digest: str | None) -> str:
     return f"{algorithm}:{encoded[:12]}"
 
 
+def _about(image: ImageRef, error: str | None) -> str:
+    """``image: error``, without saying the image twice when the error already starts with it."""
+    text = error or "unknown error"
+    return text if text.startswith(f"{image}:") else f"{image}: {text}"
+
+
 class Output:
     """The chosen mode, and the streams it writes to."""
 
@@ -105,24 +111,16 @@ class Output:
         )
         if self.console is not None:
             rows = [
-                (
-                    str(r.image),
-                    r.state,
-                    short(r.digest),
-                    str(r.blobs),
-                    human_bytes(r.size),
-                    f"{r.seconds:.1f}s",
-                    r.error or "",
-                )
+                (str(r.image), r.state, short(r.digest), str(r.blobs), human_bytes(r.size),
+                 f"{r.seconds:.1f}s")
                 for r in results
-            ]
-            headers = ("image", "state", "digest", "blobs", "size", "time", "error")
-            self.table(summary, headers, rows)
-            return
+            ]  # fmt: skip
+            self.table(summary, ("image", "state", "digest", "blobs", "size", "time"), rows)
         for r in results:
             if r.state != "synced":
-                self.line(f"{r.state.upper()} {r.image}: {r.error}")
-        self.line(summary)
+                self.line(f"{r.state.upper()} {_about(r.image, r.error)}")
+        if self.console is None:
+            self.line(summary)
 
     # --- verify -------------------------------------------------------------------------
 
@@ -208,7 +206,7 @@ class PlainSyncReporter(QuietSyncReporter):
                 f"({human_bytes(result.size)}, {result.seconds:.1f}s)"
             )
         else:
-            self.out.line(f"{result.state} {result.image}: {result.error}")
+            self.out.line(f"{result.state} {_about(result.image, result.error)}")
 
 
 class RichSyncReporter(QuietSyncReporter):
