@@ -11,19 +11,28 @@ import sys
 
 import trio
 
-from tracker.config import build_parser, load_config
+from tracker.config import TrackerConfig, build_parser, load_config
 from tracker.errors import ConfigError
 from tracker.service import serve
 
+LOGGER = logging.getLogger(__name__)
 
-async def until_signal() -> None:
-    """Return at the first SIGINT or SIGTERM."""
+
+async def run_until_signal(config: TrackerConfig) -> None:
+    """Serve until the first SIGINT or SIGTERM, then shut down gracefully.
+
+    The signal receiver is open before the service starts, so a signal that arrives
+    while it is still starting (binding, registering over mDNS) is queued and still leads
+    to a graceful shutdown (with the mDNS goodbye) instead of killing the process.
+    """
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async for signum in signals:
-            logging.getLogger(__name__).info(
-                "received %s, shutting down", signal.Signals(signum).name
-            )
-            return
+
+        async def until_signal() -> None:
+            async for signum in signals:
+                LOGGER.info("received %s, shutting down", signal.Signals(signum).name)
+                return
+
+        await serve(config, shutdown_trigger=until_signal)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,5 +54,5 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"shoal tracker: {exc.message}", file=sys.stderr)
         return 2
-    trio.run(lambda: serve(config, shutdown_trigger=until_signal))
+    trio.run(run_until_signal, config)
     return 0
