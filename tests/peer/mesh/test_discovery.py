@@ -7,11 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import trio
-from zeroconf import ServiceStateChange
+from zeroconf import ServiceStateChange, Zeroconf
 
 from peer.mesh.discovery import (
     SERVICE_TYPE,
@@ -44,7 +44,8 @@ class FakeZeroconf:
 
 async def drive(handler: _Handler, zc: FakeZeroconf, change: ServiceStateChange) -> None:
     """Call the handler from a worker thread, as zeroconf does."""
-    await trio.to_thread.run_sync(handler, zc, SERVICE_TYPE, NAME, change)
+    fake = cast("Zeroconf", zc)  # duck-typed: only get_service_info is used
+    await trio.to_thread.run_sync(handler, fake, SERVICE_TYPE, NAME, change)
 
 
 def drain(receive: trio.MemoryReceiveChannel[TrackerEvent]) -> list[TrackerEvent]:
