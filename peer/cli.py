@@ -75,10 +75,38 @@ def cmd_tracker(argv: Sequence[str]) -> int:
     return tracker_main(list(argv))
 
 
+def cmd_sync(argv: Sequence[str]) -> int:
+    from peer.ops.cli import cmd_sync as run
+
+    return run(argv)
+
+
+def cmd_verify(argv: Sequence[str]) -> int:
+    from peer.ops.cli import cmd_verify as run
+
+    return run(argv)
+
+
+def cmd_status(argv: Sequence[str]) -> int:
+    from peer.ops.cli import cmd_status as run
+
+    return run(argv)
+
+
+def cmd_config(argv: Sequence[str]) -> int:
+    from peer.ops.cli import cmd_config as run
+
+    return run(argv)
+
+
 COMMANDS = {
     "peer": (cmd_peer, "run a node (registry mirror + P2P)"),
     "tracker": (cmd_tracker, "run the tracker"),
     "up": (cmd_up, "run a tracker and a node in one process"),
+    "sync": (cmd_sync, "preheat a list of images into the mesh through a node"),
+    "verify": (cmd_verify, "check that a node serves exactly the upstream image"),
+    "status": (cmd_status, "report which images are not synced"),
+    "config": (cmd_config, "write containerd/podman/docker config pointing at a node"),
 }
 
 
