@@ -8,12 +8,12 @@ as docs/deploy.md tells an operator to.
 from __future__ import annotations
 
 import base64
+import contextlib
 import functools
+import io
 import re
 import secrets
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 from typing import Final
 
@@ -123,21 +123,23 @@ def flag_value(args: list[str], flag: str) -> str:
     return value
 
 
-class CommandMissing(Exception):
-    """``shoal <command>`` is not in this build of the CLI."""
-
-
 @functools.cache
 def cli_help(*command: str) -> str:
-    """``shoal <command...> --help``, from the console script's code path (``python -m peer``)."""
-    result = subprocess.run(
-        [sys.executable, "-m", "peer", *command, "--help"],
-        capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
-    if "unknown command" in result.stderr:
-        raise CommandMissing(result.stderr.strip())
-    assert result.returncode == 0, f"shoal {' '.join(command)} --help: {result.stderr}"
-    return result.stdout
+    """What ``shoal <command...> --help`` prints, from the console script's ``main``.
+
+    In-process (``peer.cli.main`` is what the ``shoal`` script calls): a Python start-up
+    per command would cost the module seconds on a loaded machine.
+    """
+    from peer.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main([*command, "--help"])
+        except SystemExit as exc:
+            code = exc.code
+    assert code in (0, None), f"shoal {' '.join(command)} --help: {err.getvalue()}"
+    return out.getvalue()
 
 
 def cli_flags(*command: str) -> set[str]:

@@ -25,8 +25,6 @@ import pytest
 
 from tests.deploy.cluster import (
     ROOT,
-    CommandMissing,
-    cli_help,
     container,
     container_env,
     expand,
@@ -41,7 +39,6 @@ from tests.helpers.node import spawn_node
 from tests.helpers.registry import Registry
 from tests.helpers.runtimes import Containerd
 
-ISSUE_5: Final = "`shoal config containerd` is not in the CLI yet (issue 5)"
 #: What a node's hosts.toml falls back to: the real registries.
 REAL_SERVERS: Final = {"docker.io": "https://registry-1.docker.io"}
 #: Node-specific settings the test replaces (spawn_node sets --listen, --data, --tracker).
@@ -72,13 +69,10 @@ def _with(args: list[str], flag: str, value: str) -> list[str]:
 
 
 def init_args(objects: list[Obj]) -> list[str]:
-    """The init container's arguments; skips the test while the command does not exist."""
+    """The init container's arguments: ``config containerd --mirror=... ...``."""
     peer = find(objects, "DaemonSet", "shoal-peer")
     args: list[str] = container(peer, "containerd-config")["args"]
-    try:
-        cli_help(*args[:2])
-    except CommandMissing:
-        pytest.skip(ISSUE_5)
+    assert args[:2] == ["config", "containerd"]
     return args
 
 
@@ -123,7 +117,6 @@ def _through_shoal(registry: Registry, name: str) -> int:
 def test_daemonset_hosts_toml_pulls_through_the_daemonset_peer(
     objects: list[Obj], registry: Registry, containerd: Containerd, tmp_path: Path
 ) -> None:
-    init_args(objects)
     name = registry.new_repo("library/deploy")
     image = registry.push_oci_image(name, "v1", layer_sizes=[150_000, 40_000])
     args, env = daemonset_peer(objects, tmp_path)

@@ -23,7 +23,6 @@ from tests.deploy.cluster import (
     KUBERNETES,
     ROOT,
     SHOAL_IMAGE,
-    CommandMissing,
     cli_flags,
     container,
     container_env,
@@ -42,7 +41,6 @@ from tracker.config import parse_args as tracker_parse_args
 
 #: The three Kubernetes minors supported upstream when kubernetes-validate 1.37 shipped.
 KUBERNETES_VERSIONS: Final = ("1.35", "1.36", "1.37")
-ISSUE_5: Final = "`shoal config containerd` is not in the CLI yet (issue 5)"
 
 
 @pytest.fixture(scope="module")
@@ -258,26 +256,12 @@ def test_shoal_containers_use_flags_the_cli_accepts(objects: list[Obj]) -> None:
     checked = set()
     for _, c in _shoal_containers(objects):
         command = _subcommand(c["args"])
-        try:
-            accepted = cli_flags(*command)
-        except CommandMissing:
-            assert command == ("config", "containerd"), command
-            continue
+        accepted = cli_flags(*command)
         flags = {flag_name(a) for a in c["args"]} - {None}
         flags |= {env_flag(v["name"]) for v in c.get("env", []) if v["name"].startswith("SHOAL_")}
         assert flags <= accepted, (command, flags - accepted)
         checked.add(command)
-    assert {("peer",), ("tracker",)} <= checked
-
-
-def test_config_containerd_command_exists(objects: list[Obj]) -> None:
-    peer = find(objects, "DaemonSet", "shoal-peer")
-    args = container(peer, "containerd-config")["args"]
-    try:
-        accepted = cli_flags(*_subcommand(args))
-    except CommandMissing:
-        pytest.skip(ISSUE_5)
-    assert {flag_name(a) for a in args[2:]} <= accepted
+    assert checked == {("peer",), ("tracker",), ("config", "containerd")}
 
 
 def _peer_config_of(objects: list[Obj], c: Obj) -> Any:

@@ -9,6 +9,7 @@ that name flags, and flags and environment together must make a valid configurat
 from __future__ import annotations
 
 import argparse
+import re
 import shlex
 import shutil
 import subprocess
@@ -119,6 +120,18 @@ def test_systemd_analyze_catches_a_bad_unit(tmp_path: Path) -> None:
         cwd=tmp_path, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert "DynamikUser" in result.stderr
+
+
+@pytest.mark.parametrize("command", ["peer", "tracker"])
+def test_console_script_help_round_trip(command: str) -> None:
+    """The installed ``shoal`` script, as ExecStart runs it, lists the flags checked below."""
+    shoal = Path(sys.executable).parent / "shoal"
+    result = subprocess.run(
+        [str(shoal), command, "--help"], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"usage: shoal {command}")
+    assert set(re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", result.stdout)) == cli_flags(command)
 
 
 @pytest.mark.parametrize("path", UNITS, ids=lambda p: p.name)
