@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 import pytest
@@ -33,6 +34,21 @@ from peer.mesh.wire.messages import (
 from peer.mesh.wire.state import State
 from tests.helpers.wirepair import DIGEST as D
 from tests.helpers.wirepair import RawPeer
+
+TEST_TIMEOUT = 20.0  # virtual seconds under autojump_clock, real ones otherwise
+
+
+def bounded(test: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:
+    """Give a test a deadline, so that a deadlock fails it instead of hanging the run
+    (under ``autojump_clock`` a deadlocked test would otherwise spin forever)."""
+
+    @functools.wraps(test)
+    async def wrapper(*args: object, **kwargs: object) -> None:
+        with trio.fail_after(TEST_TIMEOUT):
+            await test(*args, **kwargs)
+
+    return wrapper
+
 
 BLOB = bytes(range(256)) * 40  # 10,240 bytes
 PLAN = PiecePlan(len(BLOB), 1000)  # 11 pieces, the last one 240 bytes
@@ -85,6 +101,7 @@ async def seeded_link(
     yield link, events
 
 
+@bounded
 async def test_two_links_exchange_a_blob(nursery: trio.Nursery) -> None:
     async with seeded_link(nursery, "seed") as (link, events):
         await link.send(Interested(digest=DIGEST))
@@ -109,6 +126,7 @@ async def test_two_links_exchange_a_blob(nursery: trio.Nursery) -> None:
         assert hashlib.sha256(b"".join(pieces[i] for i in range(PLAN.count))).digest() == DIGEST
 
 
+@bounded
 async def test_scheduler_over_links_bans_a_corrupt_peer(nursery: trio.Nursery) -> None:
     """The shell loop above the links: two seeders, one of them lying."""
     sched: PieceScheduler[str] = PieceScheduler(
@@ -154,6 +172,7 @@ async def test_scheduler_over_links_bans_a_corrupt_peer(nursery: trio.Nursery) -
     assert b"".join(got[i] for i in range(PLAN.count)) == BLOB
 
 
+@bounded
 async def test_stalled_peer_handshake_times_out(autojump_clock: trio.testing.MockClock) -> None:
     ours, _silent = trio.testing.memory_stream_pair()
     link, _ = make_link(ours, "me", handshake_timeout=5.0)
@@ -163,6 +182,7 @@ async def test_stalled_peer_handshake_times_out(autojump_clock: trio.testing.Moc
     assert trio.current_time() - start == 5.0
 
 
+@bounded
 async def test_stalled_peer_request_times_out_and_is_cancelled(
     nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
 ) -> None:
@@ -184,6 +204,7 @@ async def test_stalled_peer_request_times_out_and_is_cancelled(
     assert link.conn.our_state is State.OPEN
 
 
+@bounded
 async def test_peer_leaving_before_handshake(nursery: trio.Nursery) -> None:
     ours, theirs = trio.testing.memory_stream_pair()
     link, _ = make_link(ours, "me")
@@ -193,6 +214,7 @@ async def test_peer_leaving_before_handshake(nursery: trio.Nursery) -> None:
         await link.run()
 
 
+@bounded
 async def test_no_server_answers_busy(nursery: trio.Nursery) -> None:
     ours, theirs = trio.testing.memory_stream_pair()
     link, _ = make_link(ours, "me", busy_retry_after=2.0)
@@ -203,6 +225,7 @@ async def test_no_server_answers_busy(nursery: trio.Nursery) -> None:
     assert await peer.next() == Busy(digest=D, index=0, retry_after=2.0)
 
 
+@bounded
 async def test_request_for_unknown_piece_answers_busy(nursery: trio.Nursery) -> None:
     async def serve(request: Request) -> bytes | None:
         return None
@@ -216,6 +239,7 @@ async def test_request_for_unknown_piece_answers_busy(nursery: trio.Nursery) -> 
     assert await peer.next() == Busy(digest=D, index=0, retry_after=2.0)
 
 
+@bounded
 async def test_peer_cancel_stops_serving(nursery: trio.Nursery) -> None:
     started, stopped = trio.Event(), trio.Event()
 
@@ -241,6 +265,7 @@ async def test_peer_cancel_stops_serving(nursery: trio.Nursery) -> None:
     assert link.conn.peer_outstanding == 0
 
 
+@bounded
 async def test_protocol_error_ends_the_link(nursery: trio.Nursery) -> None:
     ours, theirs = trio.testing.memory_stream_pair()
     link, events = make_link(ours, "me")
@@ -274,6 +299,7 @@ async def test_protocol_error_ends_the_link(nursery: trio.Nursery) -> None:
         await events.receive()  # the events channel closes with the link
 
 
+@bounded
 async def test_close_says_goodbye_and_waits_for_the_peer(nursery: trio.Nursery) -> None:
     ours, theirs = trio.testing.memory_stream_pair()
     link, events = make_link(ours, "me")
@@ -314,6 +340,7 @@ class FailingSend(trio.abc.SendStream):
         await self.inner.aclose()
 
 
+@bounded
 async def test_send_failure_drops_the_link(nursery: trio.Nursery) -> None:
     ours, theirs = trio.testing.memory_stream_pair()
     assert isinstance(ours, trio.StapledStream)
@@ -340,6 +367,7 @@ async def test_send_failure_drops_the_link(nursery: trio.Nursery) -> None:
         link.send_nowait(Have(digest=D, index=1))
 
 
+@bounded
 async def test_peer_vanishing_ends_the_link_quietly(nursery: trio.Nursery) -> None:
     ours, theirs = trio.testing.memory_stream_pair()
     link, events = make_link(ours, "me")
@@ -353,6 +381,7 @@ async def test_peer_vanishing_ends_the_link_quietly(nursery: trio.Nursery) -> No
         await events.receive()
 
 
+@bounded
 async def test_requests_wait_for_the_peers_slots(nursery: trio.Nursery) -> None:
     ours, theirs = trio.testing.memory_stream_pair()
     link, _ = make_link(ours, "me")
@@ -379,6 +408,7 @@ async def test_requests_wait_for_the_peers_slots(nursery: trio.Nursery) -> None:
     assert len(replies) == 2
 
 
+@bounded
 async def test_upload_rate_limit(
     autojump_clock: trio.testing.MockClock, nursery: trio.Nursery
 ) -> None:
@@ -403,6 +433,7 @@ async def test_upload_rate_limit(
 
 
 @pytest.mark.parametrize("failure", ["raises", "short"])
+@bounded
 async def test_failed_serve_answers_busy_and_keeps_the_link(
     nursery: trio.Nursery, failure: str
 ) -> None:
@@ -421,6 +452,7 @@ async def test_failed_serve_answers_busy_and_keeps_the_link(
     assert link.conn.our_state is State.OPEN
 
 
+@bounded
 async def test_request_after_close_fails_fast(nursery: trio.Nursery) -> None:
     ours, theirs = trio.testing.memory_stream_pair()
     link, _ = make_link(ours, "me")
@@ -432,6 +464,7 @@ async def test_request_after_close_fails_fast(nursery: trio.Nursery) -> None:
         await link.request(Request(digest=D, index=0, length=1))
 
 
+@bounded
 async def test_download_rate_limit(
     autojump_clock: trio.testing.MockClock, nursery: trio.Nursery
 ) -> None:
