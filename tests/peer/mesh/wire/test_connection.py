@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import msgpack
 import pytest
 
 from peer.errors import LocalProtocolError, RemoteProtocolError
 from peer.mesh.wire.connection import NEED_DATA, Closed, PeerConnection
+from peer.mesh.wire.framing import encode_frame
 from peer.mesh.wire.messages import (
     Bitfield,
     Busy,
@@ -336,3 +338,22 @@ def test_rerequest_after_cancel_tolerates_both_replies() -> None:
     assert pair.send(pair.b, piece) == [piece]
     assert pair.b.send(piece) == b""  # a second, stale reply is swallowed at the source
     assert pair.a.outstanding == 0
+
+
+MALFORMED_WIRE = [
+    ("bad msgpack", b"\x00\x00\x00\x03\x00\x01\xc1"),
+    ("wrong type", encode_frame(msgpack.packb([1, 1, 7, 4, b"", None]))),
+    ("unknown tag", encode_frame(msgpack.packb([42]))),
+    ("oversized length", b"\x7f\xff\xff\xff\x00\x00"),
+]
+
+
+@pytest.mark.parametrize(("why", "wire"), MALFORMED_WIRE, ids=[m[0] for m in MALFORMED_WIRE])
+def test_malformed_frames_fed_byte_by_byte(why: str, wire: bytes) -> None:
+    conn = PeerConnection()
+    with pytest.raises(RemoteProtocolError):  # noqa: PT012  (the error comes mid-feed)
+        for i in range(len(wire)):
+            conn.receive_data(wire[i : i + 1])
+            assert conn.next_event() is NEED_DATA
+    assert conn.their_state is State.ERROR
+    assert_fails_fast(conn)
