@@ -62,7 +62,7 @@ ORIGIN: Final = Origin.ORIGIN
 
 
 class Assignment(NamedTuple, Generic[P]):
-    """Ask (or cancel) piece ``index`` from ``source``."""
+    """Ask (or cancel) ``piece`` from ``source``."""
 
     source: P | Origin
     piece: int
