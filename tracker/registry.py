@@ -134,17 +134,8 @@ class Registry:
         if peer is None:
             peer = _Peer(a.peer_id, a.session)
         else:
-            self._unlink(peer)
             del self._peers[peer.peer_id]  # re-inserted below: keeps last-seen order
-        peer.held = tuple(self._blob(d, size).digest for d, size in held.items())
-        for digest in peer.held:
-            self._blobs[digest].complete.add(peer.peer_id)
-        peer.partial = {}
-        for b in partial.values():
-            blob = self._blob(b.digest, b.size)
-            blob.partial.add(peer.peer_id)
-            peer.partial[blob.digest] = b.bytes_held
-        self._holdings += len(peer.held) + len(peer.partial)
+        self._relink(peer, held, partial)
         peer.host, peer.port = a.host, a.port
         peer.upload_slots, peer.load = a.upload_slots, a.load
         peer.bytes_served = a.bytes_served
@@ -344,19 +335,46 @@ class Registry:
             blob = self._blobs[digest] = _Blob(digest, size)
         return blob
 
+    def _relink(
+        self, peer: _Peer, held: dict[str, int], partial: dict[str, p.BlobInProgress]
+    ) -> None:
+        """Make the holder sets match ``peer``'s new state, touching only what changed.
+
+        A re-announce usually lists the same blobs (a cluster's steady state), so the
+        set differences are empty and this costs a few set operations, not one per blob.
+        """
+        peer_id, blobs = peer.peer_id, self._blobs
+        old_held = set(peer.held)
+        if old_held != held.keys():
+            for digest in old_held - held.keys():
+                self._drop(digest, peer_id, complete=True)
+            for digest in held.keys() - old_held:
+                self._blob(digest, held[digest]).complete.add(peer_id)
+            peer.held = tuple(blobs[d].digest for d in held)
+        old_partial = peer.partial
+        for digest in old_partial.keys() - partial.keys():
+            self._drop(digest, peer_id, complete=False)
+        new_partial: dict[str, int] = {}
+        for b in partial.values():
+            blob = self._blob(b.digest, b.size)
+            if b.digest not in old_partial:
+                blob.partial.add(peer_id)
+            new_partial[blob.digest] = b.bytes_held
+        peer.partial = new_partial
+        self._holdings += len(peer.held) + len(new_partial) - len(old_held) - len(old_partial)
+
+    def _drop(self, digest: str, peer_id: str, *, complete: bool) -> None:
+        blob = self._blobs[digest]
+        (blob.complete if complete else blob.partial).discard(peer_id)
+        if not blob.complete and not blob.partial:
+            del self._blobs[digest]
+
     def _unlink(self, peer: _Peer) -> None:
         """Remove ``peer`` from every blob's holder sets (it stays in ``_peers``)."""
-        blobs = self._blobs
         for digest in peer.held:
-            blob = blobs[digest]
-            blob.complete.discard(peer.peer_id)
-            if not blob.complete and not blob.partial:
-                del blobs[digest]
+            self._drop(digest, peer.peer_id, complete=True)
         for digest in peer.partial:
-            blob = blobs[digest]
-            blob.partial.discard(peer.peer_id)
-            if not blob.complete and not blob.partial:
-                del blobs[digest]
+            self._drop(digest, peer.peer_id, complete=False)
         self._holdings -= len(peer.held) + len(peer.partial)
         peer.held, peer.partial = (), {}
 

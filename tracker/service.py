@@ -49,6 +49,7 @@ def hypercorn_config(config: TrackerConfig) -> HypercornConfig:
     hc.errorlog = logging.getLogger("hypercorn.error")  # our handlers, not its own
     hc.graceful_timeout = GRACE_SECONDS
     hc.keep_alive_timeout = 75.0  # peers reuse one connection across announces
+    hc.keep_alive_max_requests = 10_000  # recycle connections now and then, not every 1,000
     return hc
 
 
