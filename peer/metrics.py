@@ -46,6 +46,26 @@ class NodeMetrics:
             ["registry"],
             registry=r,
         )
+        self.p2p_bytes = Counter(
+            "shoal_p2p_bytes", "Piece bytes exchanged with peers", ["direction"], registry=r
+        )
+        self.mesh_bytes = Counter(
+            "shoal_mesh_download_bytes",
+            "Bytes of mesh downloads by source (origin or peers)",
+            ["source"],
+            registry=r,
+        )
+        self.pieces_verified = Counter(
+            "shoal_pieces_verified", "Pieces verified and written", registry=r
+        )
+        self.pieces_failed = Counter(
+            "shoal_pieces_failed", "Pieces from peers that failed their hash", registry=r
+        )
+        self.peers_banned = Counter("shoal_peers_banned", "Peers banned for a blob", registry=r)
+        self.swarm_links = Gauge("shoal_swarm_links", "Open links to other nodes", registry=r)
+        self.swarm_downloads = Gauge(
+            "shoal_swarm_downloads", "Mesh downloads in progress", registry=r
+        )
         self._hits = 0
         self._misses = 0
 

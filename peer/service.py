@@ -10,6 +10,8 @@ import trio
 
 from peer.config import PeerConfig
 from peer.httpserver import serve_http
+from peer.mesh.node import SharedTags, advertise_address, follow_mdns, node_id, tracker_client
+from peer.mesh.swarm import Swarm
 from peer.metrics import NodeMetrics
 from peer.mirror.allows import AllowList
 from peer.mirror.cache import BlobCache
@@ -29,6 +31,32 @@ class Bound:
     """What a started node listens on (ports resolved when 0 was asked)."""
 
     http_port: int
+    p2p_port: int = 0
+
+
+async def _start_mesh(
+    config: PeerConfig, ctx: NodeContext, nursery: trio.Nursery, upstream: Upstream
+) -> int:
+    """Start the P2P side (links, announces, discovery); returns the bound P2P port."""
+    peer_id = node_id(config)
+    client = tracker_client(config, peer_id)
+    swarm = Swarm(
+        peer_id=peer_id, advertise=advertise_address(config), cache=ctx.cache,
+        flights=ctx.flights, upstream=upstream, tracker=client, metrics=ctx.metrics,
+        upload_rate=config.upload_rate, download_rate=config.download_rate,
+    )  # fmt: skip
+    ctx.mesh = swarm
+    ctx.stall_timeout = max(10.0, config.origin_timeout)
+    tags = SharedTags(swarm, ctx.nursery)
+    ctx.tag_fallback = tags.lookup
+    ctx.on_tag_resolved = tags.resolved
+    host, port = config.p2p_listen
+    bound: int = await nursery.start(swarm.serve, host, port)
+    if config.tracker == "auto":
+        nursery.start_soon(follow_mdns, client, swarm)
+    LOGGER.info("node %s: P2P on %s:%d, tracker %s", peer_id, swarm.advertise, bound,
+                config.tracker)  # fmt: skip
+    return bound
 
 
 async def serve(
@@ -60,10 +88,13 @@ async def serve(
             )
             mirror = Mirror(ctx)
             async with trio.open_nursery() as front:
+                p2p_port = 0
+                if config.tracker != "none":
+                    p2p_port = await _start_mesh(config, ctx, front, upstream)
                 host, port = config.listen
                 http_port = await front.start(serve_http, mirror.handle, host, port)
                 LOGGER.info("registry endpoint on http://%s:%d", host, http_port)
-                task_status.started(Bound(http_port=http_port))
+                task_status.started(Bound(http_port=http_port, p2p_port=p2p_port))
                 if shutdown_trigger is None:
                     await trio.sleep_forever()
                 else:

@@ -163,9 +163,10 @@ class Stats:
 DEFAULT_ANNOUNCE_INTERVAL: Final = 30.0
 #: Three missed announces and a peer is gone (Kraken and BitTorrent use similar ratios).
 DEFAULT_PEER_TTL: Final = 90.0
-#: One announce per peer per second is plenty (state changes are coalesced by peers);
-#: faster is a loop bug or a flood, answered with 429.
-DEFAULT_MIN_ANNOUNCE_GAP: Final = 1.0
+#: Peers announce at once when a download starts, so a flash crowd finds each other within
+#: a few hundred milliseconds; peers coalesce changes and never announce faster than this
+#: (``peer.mesh.swarm.MIN_ANNOUNCE_GAP``). Faster is a loop bug or a flood: 429.
+DEFAULT_MIN_ANNOUNCE_GAP: Final = 0.2
 #: A ban lasts a day unless the operator bans again.
 DEFAULT_BAN_SECONDS: Final = 86_400.0
 #: 50,000 live peers: five times the largest cluster we design for.

@@ -167,13 +167,24 @@ class TrackerClient:
 
     async def lookup(self, digest: str, *, limit: int = 16) -> list[p.PeerAddr]:
         """Peers that hold ``digest``, best first; never this node."""
+        return list((await self.lookup_reply(digest, limit=limit)).peers)
+
+    async def lookup_reply(self, digest: str, *, limit: int = 16) -> p.LookupReply:
+        """The whole lookup answer: the blob's size as announced, and its holders."""
         query = p.Lookup(digest=digest, peer_id=self.peer_id, limit=limit)
-        return list((await self._must("/v1/lookup", query, p.LookupReply)).peers)
+        return await self._must("/v1/lookup", query, p.LookupReply)
 
     async def put_piece_hashes(
         self, digest: str, *, size: int, piece_size: int, hashes: Sequence[bytes]
     ) -> p.PiecesPutReply:
-        """Record the piece hashes of a blob this node fetched from the origin."""
+        """Record the hashes of the pieces of a blob this node fetched from the origin.
+
+        ``hashes`` has one entry per piece, ``b""`` for pieces this node has not hashed:
+        the tracker merges records per piece (the first hash put for a piece wins), so
+        record each piece as soon as it is verified, before offering it to other peers.
+        The reply's ``conflict`` means the tracker already knew another hash for one of
+        them (or another size).
+        """
         record = p.PieceHashes(
             digest=digest,
             size=size,
@@ -184,7 +195,7 @@ class TrackerClient:
         return await self._must("/v1/pieces", record, p.PiecesPutReply)
 
     async def get_piece_hashes(self, digest: str) -> p.PieceHashes | None:
-        """The piece hashes recorded for ``digest``, or None."""
+        """The piece hashes recorded for ``digest`` (``b""`` where unknown), or None."""
         return await self._call(
             "/v1/pieces/query", p.PiecesQuery(digest=digest), p.PieceHashes, missing_ok=True
         )

@@ -12,7 +12,14 @@ import logging
 import os
 from collections.abc import AsyncIterator
 
-from peer.errors import CacheError, IntegrityError, RegistryError, UpstreamUnavailable
+from peer.errors import (
+    CacheError,
+    IntegrityError,
+    RegistryError,
+    UpstreamProtocolError,
+    UpstreamRateLimited,
+    UpstreamUnavailable,
+)
 from peer.httpserver import FileBody, Request, Response
 from peer.mirror.cache import CacheEntry
 from peer.mirror.context import NodeContext
@@ -102,7 +109,7 @@ async def serve_blob(ctx: NodeContext, request: Request, target: Target, digest:
     if download is None:
         ctx.metrics.miss()
         if request.method == "HEAD":
-            size = await ctx.upstream.head_blob(target.registry, target.repository, digest)
+            size = await _cold_size(ctx, target, digest)
             status, byte_range, extra = _headers_for(request, digest, size)
             return content_response(
                 status=status, digest=digest, media_type=OCTET,
@@ -130,17 +137,54 @@ async def serve_blob(ctx: NodeContext, request: Request, target: Target, digest:
     )  # fmt: skip
 
 
-def start_download(ctx: NodeContext, target: Target, digest: str) -> Download:
-    """Begin the single download of ``digest`` in the node's nursery."""
+async def _cold_size(ctx: NodeContext, target: Target, digest: str) -> int:
+    """A cold blob's size: the origin's HEAD, or the mesh's word when the origin fails."""
+    try:
+        return await ctx.upstream.head_blob(target.registry, target.repository, digest)
+    except (UpstreamUnavailable, UpstreamRateLimited, UpstreamProtocolError):
+        if ctx.mesh is None:
+            raise
+        return await ctx.mesh.blob_size(target, digest, origin=False)
+
+
+def start_download(
+    ctx: NodeContext, target: Target, digest: str, *, force_mesh: bool = False
+) -> Download:
+    """Begin the single download of ``digest`` in the node's nursery.
+
+    Through the mesh when there is one and the tracker answers (or ``force_mesh``: the
+    origin just failed us); else streamed straight from the origin.
+    """
     download = ctx.flights.begin(digest)
     ctx.metrics.downloads.set(len(ctx.flights))
-    ctx.nursery.start_soon(_download, ctx, target, digest, download)
+    mesh = ctx.mesh is not None and (ctx.mesh.tracker_ok or force_mesh)
+    ctx.nursery.start_soon(_download, ctx, target, digest, download, mesh)
     return download
 
 
-async def _download(ctx: NodeContext, target: Target, digest: str, download: Download) -> None:
+async def fetch_whole(ctx: NodeContext, target: Target, digest: str) -> CacheEntry:
+    """Get ``digest`` into the cache through the mesh (used when the origin fails)."""
+    download = ctx.flights.get(digest) or start_download(ctx, target, digest, force_mesh=True)
+    await download.wait_done()
+    entry = ctx.cache.get(digest)
+    if entry is None:
+        raise UpstreamUnavailable(f"{digest} vanished from the cache right after download")
+    return entry
+
+
+async def _download(
+    ctx: NodeContext, target: Target, digest: str, download: Download, mesh: bool
+) -> None:
     writer = None
     try:
+        if mesh and ctx.mesh is not None:
+            ctx.metrics.swarm_downloads.inc()
+            try:
+                await ctx.mesh.fetch(target, digest, download, stall_timeout=ctx.stall_timeout)
+            finally:
+                ctx.metrics.swarm_downloads.dec()
+            download.finish()
+            return
         async with ctx.source.open_blob(target, digest) as (size, chunks):
             writer = ctx.cache.new_writer(digest, expected_size=size)
             download.started(size, writer.path)
@@ -154,6 +198,8 @@ async def _download(ctx: NodeContext, target: Target, digest: str, download: Dow
             writer.commit(OCTET)
             writer = None
         download.finish()
+        if ctx.mesh is not None:
+            await ctx.mesh.publish_hashes(digest)
         ctx.metrics.cache_bytes.set(ctx.cache.used_bytes)
         ctx.metrics.cache_entries.set(len(ctx.cache.entries()))
     except IntegrityError as exc:

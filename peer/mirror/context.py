@@ -9,6 +9,7 @@ from typing import Protocol
 
 import trio
 
+from peer.mesh.swarm import Swarm
 from peer.metrics import NodeMetrics
 from peer.mirror.allows import AllowList
 from peer.mirror.cache import BlobCache
@@ -70,3 +71,6 @@ class NodeContext:
     flights: Flights = field(default_factory=Flights)
     tag_fallback: TagFallback | None = None
     on_tag_resolved: Callable[[Target, str, str, TagEntry], None] | None = None
+    mesh: Swarm | None = None
+    # A mesh download with no new piece for this long fails (origin and peers all stalled).
+    stall_timeout: float = 30.0

@@ -19,6 +19,7 @@ import trio
 
 from peer.errors import UpstreamUnavailable
 from peer.httpserver import FileBody
+from peer.mesh.pieces import Bitfield, PiecePlan
 
 # Largest file range handed out at once while tailing a download.
 READ_CHUNK: Final = 8 * 1024 * 1024
@@ -35,9 +36,13 @@ class Download:
         self.done = False
         self.error: BaseException | None = None
         self.source = "upstream"
+        # Set by mesh downloads, which fill pieces out of order (peer.mesh.fetch):
+        self.plan: PiecePlan | None = None
+        self.pieces: Bitfield | None = None
         self._fd: int | None = None
         self._ready = trio.Event()
         self._progress = trio.Event()
+        self._done = trio.Event()
 
     # -- producer side -------------------------------------------------------------------
     def started(self, size: int, path: os.PathLike[str] | str) -> None:
@@ -66,6 +71,7 @@ class Download:
     def _wake(self) -> None:
         self._ready.set()
         self._progress.set()
+        self._done.set()
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
@@ -78,6 +84,12 @@ class Download:
             raise self.error
         assert self.size is not None
         return self.size
+
+    async def wait_done(self) -> None:
+        """Wait until the download is over; raises its error if it failed."""
+        await self._done.wait()
+        if self.error is not None:
+            raise self.error
 
     def join(self) -> int | None:
         """A private read descriptor for the temp file, or ``None`` if the download is over."""

@@ -10,6 +10,7 @@ known answer — ours, or one another node shared through the tracker — is ser
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from typing import Final
@@ -22,6 +23,7 @@ from peer.errors import (
     UpstreamUnavailable,
 )
 from peer.httpserver import Request, Response
+from peer.mirror.blobs import fetch_whole
 from peer.mirror.context import NodeContext
 from peer.mirror.names import Target, check_digest, check_tag, is_digest
 from peer.mirror.responses import content_response, warning
@@ -38,6 +40,17 @@ DEFAULT_ACCEPT: Final = (
     "application/vnd.docker.distribution.manifest.v2+json",
 )
 _FALLBACK_ERRORS = (UpstreamUnavailable, UpstreamRateLimited, UpstreamProtocolError)
+
+
+def _media_type_of(body: bytes) -> str:
+    """A manifest's own ``mediaType`` field (OCI and Docker schema 2 carry one)."""
+    try:
+        value = json.loads(body).get("mediaType")
+    except (ValueError, AttributeError):
+        value = None
+    return (
+        value if isinstance(value, str) and value else "application/vnd.oci.image.manifest.v1+json"
+    )
 
 
 def _upstream_accept(request: Request) -> list[str]:
@@ -76,9 +89,19 @@ async def _by_digest(ctx: NodeContext, request: Request, target: Target, digest:
         ctx.metrics.bytes_served.labels("cache").inc(len(body))
         return _respond(request, digest, entry.media_type, body, len(body), extra)
     ctx.metrics.miss()
-    manifest = await ctx.upstream.get_manifest(
-        target.registry, target.repository, digest, _upstream_accept(request)
-    )
+    try:
+        manifest = await ctx.upstream.get_manifest(
+            target.registry, target.repository, digest, _upstream_accept(request)
+        )
+    except _FALLBACK_ERRORS:
+        if ctx.mesh is None:
+            raise
+        # Manifests by digest travel like blobs: another node may hold this one.
+        body = (await fetch_whole(ctx, target, digest)).path.read_bytes()
+        media_type = _media_type_of(body)
+        ctx.cache.put_bytes(digest, body, media_type)
+        ctx.metrics.bytes_served.labels("peers").inc(len(body))
+        return _respond(request, digest, media_type, body, len(body), extra)
     ctx.cache.put_bytes(digest, manifest.body, manifest.media_type)
     ctx.metrics.bytes_served.labels("upstream").inc(len(manifest.body))
     return _respond(request, digest, manifest.media_type, manifest.body, len(manifest.body), extra)

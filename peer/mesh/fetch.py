@@ -1,0 +1,270 @@
+"""One blob through the mesh: pieces from peers and, once per cluster, from the origin.
+
+Theory of operation
+-------------------
+A :class:`BlobFetch` drives a :class:`~peer.mesh.scheduler.PieceScheduler` for one blob
+and does what it says, each request in its own task:
+
+* **From a peer**: ``Request`` on the link, bounded by a timeout; the answer is checked
+  against the SHA-256 piece hash the tracker holds, recorded by the node that fetched that
+  piece from the origin — a peer cannot make up both the bytes and the hash. A bad piece
+  bans the sender for this blob and is reported to the tracker.
+* **From the origin**: first a short lease on ``(digest, piece)`` at the tracker, so that
+  across the cluster one node fetches each piece range; then an HTTP ``Range`` GET; then
+  the piece's hash goes to the tracker *before* we tell anyone we have it. A refused lease
+  means another node is on it: we back off that piece and get it from that node. If the
+  tracker is unreachable we fetch without a lease (correctness first, egress second).
+
+Pieces land out of order in the cache's temp file; the blob hash follows the contiguous
+prefix, which is also what the registry endpoint streams to the runtime (the scheduler's
+read position, so the pieces the runtime needs next come first). The whole blob is checked
+against its digest before it is committed. Every piece we hold is offered to the swarm
+while the download is still running (``Have`` to every interested link).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from typing import TYPE_CHECKING, Final
+
+import trio
+
+from peer.errors import (
+    TrackerError,
+    UpstreamDenied,
+    UpstreamError,
+    UpstreamNotFound,
+    UpstreamUnavailable,
+)
+from peer.mesh.pieces import Bitfield, PiecePlan, hash_piece
+from peer.mesh.scheduler import ORIGIN, Origin, PieceScheduler, SchedulerConfig
+from peer.mesh.wire.messages import Busy, Request
+
+if TYPE_CHECKING:
+    from peer.mesh.swarm import Swarm
+    from peer.mirror.cache import BlobWriter
+    from peer.mirror.flight import Download
+    from peer.mirror.names import Target
+
+LOGGER = logging.getLogger(__name__)
+
+# A lease covers one piece; a healthy node fetches a piece in well under a second, and a
+# node that died holding one blocks that piece for at most this long.
+LEASE_TTL: Final = 5.0
+# Longest we wait for one piece from a peer before trying someone else (the scheduler
+# hedges much earlier on measured speed; this bounds a stalled link).
+PEER_PIECE_TIMEOUT: Final = 10.0
+# Re-ask the tracker for holders this often while a fetch runs (new nodes join a crowd).
+LOOKUP_INTERVAL: Final = 1.0
+# How often the driver re-plans even without events (hedge deadlines, backoffs).
+TICK: Final = 0.1
+# Refresh piece hashes from the tracker at most this often when one is missing.
+HASH_REFRESH: Final = 0.1
+
+
+class BlobFetch:
+    """Fetch ``digest`` (``size`` bytes) for ``download``; see the module docstring."""
+
+    def __init__(
+        self,
+        swarm: Swarm,
+        target: Target,
+        digest: str,
+        size: int,
+        download: Download,
+        writer: BlobWriter,
+    ) -> None:
+        self.swarm = swarm
+        self.target = target
+        self.digest = digest
+        self.plan = PiecePlan.for_size(size)
+        self.download = download
+        self.writer = writer
+        self.scheduler: PieceScheduler[str] = PieceScheduler(
+            self.plan,
+            config=SchedulerConfig(seed=hash(swarm.peer_id) & 0xFFFF, origin_slots=2),
+        )
+        self.hashes: list[bytes] = [b""] * self.plan.count
+        if self.plan.count == 1 and digest.startswith("sha256:"):
+            # One piece is the whole blob: its hash is the digest itself.
+            self.hashes[0] = bytes.fromhex(digest.partition(":")[2])
+        self.have = Bitfield(self.plan.count)
+        self.contiguous = 0  # pieces [0, contiguous) are on disk and hashed
+        self.peers: set[str] = set()
+        self.from_origin = 0
+        self.from_peers = 0
+        self._tasks: dict[tuple[str | Origin, int], trio.CancelScope] = {}
+        self._wake = trio.Event()
+        self._hash_refreshed = -math.inf
+        self._hash_lock = trio.Lock()
+        self._origin_failures = 0
+        self._fatal: BaseException | None = None
+        self._last_progress = trio.current_time()
+        download.plan = self.plan
+        download.pieces = self.have
+
+    # -- events from the swarm -----------------------------------------------------------
+    def on_bitfield(self, peer: str, bits: Bitfield) -> None:
+        self.peers.add(peer)
+        self.scheduler.on_bitfield(peer, bits)
+        self.wake()
+
+    def on_have(self, peer: str, index: int) -> None:
+        if 0 <= index < self.plan.count:
+            self.peers.add(peer)
+            self.scheduler.on_have(peer, index)
+            self.wake()
+
+    def on_peer_gone(self, peer: str) -> None:
+        self.peers.discard(peer)
+        self.scheduler.on_peer_gone(peer)
+        self.wake()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    # -- the driver ------------------------------------------------------------------------
+    async def run(self, *, stall_timeout: float) -> None:
+        """Fetch every piece, verify the blob, commit it. Raises on failure."""
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._discover)
+            while not self.scheduler.done:
+                if self._fatal is not None:
+                    raise self._fatal
+                if trio.current_time() - self._last_progress > stall_timeout:
+                    raise UpstreamUnavailable(
+                        f"no piece of {self.digest} arrived for {stall_timeout:.0f}s "
+                        "(origin and peers failing)"
+                    )
+                for assignment in self.scheduler.next_requests(trio.current_time()):
+                    key = (assignment.source, assignment.piece)
+                    scope = trio.CancelScope()
+                    self._tasks[key] = scope
+                    nursery.start_soon(self._one, assignment.source, assignment.piece, scope)
+                self._wake = trio.Event()
+                with trio.move_on_after(TICK):
+                    await self._wake.wait()
+            nursery.cancel_scope.cancel()
+        self.writer.hash_through(self.plan.size)
+        self.download.advance(self.plan.size)
+
+    async def _discover(self) -> None:
+        """Keep finding holders (complete or in progress) and open links to them."""
+        while True:
+            await self.swarm.find_peers(self.digest, self)
+            await trio.sleep(LOOKUP_INTERVAL)
+
+    async def _one(self, source: str | Origin, index: int, scope: trio.CancelScope) -> None:
+        try:
+            with scope:
+                if isinstance(source, Origin):
+                    await self._from_origin(index)
+                else:
+                    await self._from_peer(source, index)
+        except Exception as exc:  # per-request boundary: the scheduler re-plans the piece
+            LOGGER.debug("piece %d of %s from %s failed: %r", index, self.digest, source, exc)
+            self.scheduler.on_timeout(source, index, trio.current_time())
+        finally:
+            if self._tasks.get((source, index)) is scope:
+                del self._tasks[(source, index)]
+            self.wake()
+
+    async def _from_peer(self, peer: str, index: int) -> None:
+        link = self.swarm.link(peer)
+        if link is None:
+            self.scheduler.on_peer_gone(peer)
+            return
+        length = self.plan.length(index)
+        request = Request(digest=self.swarm.raw(self.digest), index=index, length=length)
+        with trio.move_on_after(PEER_PIECE_TIMEOUT) as timeout:
+            reply = await link.request(request)
+        now = trio.current_time()
+        if timeout.cancelled_caught:
+            self.scheduler.on_timeout(peer, index, now)
+            return
+        if isinstance(reply, Busy):
+            self.scheduler.on_busy(peer, index, now, reply.retry_after)
+            return
+        expected = await self._hash_of(index)
+        if not expected:
+            # Nobody recorded this piece's hash yet: we cannot check it, so do not take it.
+            self.scheduler.on_busy(peer, index, trio.current_time(), 0.2)
+            return
+        if hash_piece(reply.data) != expected:
+            LOGGER.warning("peer %s sent a bad piece %d of %s: banned", peer, index, self.digest)
+            self.swarm.metrics.pieces_failed.inc()
+            for cancel in self.scheduler.on_piece_bad(peer, index, trio.current_time()):
+                self._cancel(cancel.source, cancel.piece)
+            self.swarm.report_bad_peer(peer, self.digest)
+            return
+        self.from_peers += length
+        self.swarm.metrics.p2p_bytes.labels("in").inc(length)
+        self._accept(peer, index, reply.data)
+
+    async def _from_origin(self, index: int) -> None:
+        now = trio.current_time()
+        holder = await self.swarm.lease(self.digest, index, LEASE_TTL)
+        if holder is not None:
+            peer_id, expires_at = holder
+            self.swarm.want_link(peer_id, self)
+            wait = min(max(expires_at - time.time(), 0.2), LEASE_TTL)
+            self.scheduler.on_busy(ORIGIN, index, now, wait)
+            return
+        start, end = self.plan.span(index)
+        try:
+            data = await self.swarm.origin_range(self.target, self.digest, start, end - 1)
+        except (UpstreamNotFound, UpstreamDenied) as exc:
+            self._fatal = exc
+            return
+        except UpstreamError as exc:
+            self._origin_failures += 1
+            LOGGER.info("origin failed for piece %d of %s: %s", index, self.digest, exc)
+            self.scheduler.on_busy(ORIGIN, index, trio.current_time(), 1.0)
+            return
+        piece_hash = hash_piece(data)
+        self.hashes[index] = piece_hash
+        await self.swarm.record_hash(self.digest, self.plan, index, piece_hash)
+        self.from_origin += len(data)
+        self._accept(ORIGIN, index, data)
+
+    def _accept(self, source: str | Origin, index: int, data: bytes) -> None:
+        if index in self.have:
+            return
+        start, _ = self.plan.span(index)
+        self.writer.write_at(start, data)
+        for loser in self.scheduler.on_piece_ok(source, index, trio.current_time()):
+            self._cancel(loser.source, loser.piece)
+        self.have.set(index)
+        self._last_progress = trio.current_time()
+        self.swarm.metrics.pieces_verified.inc()
+        while self.contiguous < self.plan.count and self.contiguous in self.have:
+            self.contiguous += 1
+        end = self.plan.span(self.contiguous - 1)[1] if self.contiguous else 0
+        if end > self.writer.written:
+            self.writer.hash_through(end)
+            self.download.advance(end)
+        self.scheduler.set_read_position(self.contiguous)
+        self.swarm.broadcast_have(self.digest, index)
+
+    def _cancel(self, source: str | Origin, index: int) -> None:
+        scope = self._tasks.pop((source, index), None)
+        if scope is not None:
+            scope.cancel()
+
+    async def _hash_of(self, index: int) -> bytes:
+        if self.hashes[index]:
+            return self.hashes[index]
+        async with self._hash_lock:
+            if not self.hashes[index] and trio.current_time() - self._hash_refreshed > HASH_REFRESH:
+                self._hash_refreshed = trio.current_time()
+                try:
+                    record = await self.swarm.piece_hashes(self.digest)
+                except TrackerError:
+                    record = None
+                if record is not None and record.piece_size == self.plan.piece_size:
+                    for i, value in enumerate(record.hashes[: self.plan.count]):
+                        if value and not self.hashes[i]:
+                            self.hashes[i] = value
+        return self.hashes[index]

@@ -1,0 +1,92 @@
+"""A small mesh for tests: an in-process tracker and several in-process nodes."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import trio
+
+from tests.helpers.node import Node, running_node
+from tracker.config import TrackerConfig
+from tracker.service import serve as serve_tracker
+
+
+@contextlib.asynccontextmanager
+async def running_tracker() -> AsyncIterator[str]:
+    """A memory-store tracker on a free loopback port (no mDNS); yields its URL."""
+    config = TrackerConfig(listen_host="127.0.0.1", listen_port=0, mdns=False)
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(
+            lambda task_status: serve_tracker(config, task_status=task_status)
+        )
+        try:
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            nursery.cancel_scope.cancel()
+
+
+async def wait_announced(tracker: str, count: int, *, timeout: float = 10) -> None:
+    """Wait until the tracker lists ``count`` peers."""
+    async with httpx.AsyncClient() as client:
+        with trio.fail_after(timeout):
+            while True:
+                peers = (await client.get(f"{tracker}/admin/peers")).json()
+                rows = peers["peers"] if isinstance(peers, dict) else peers
+                if len(rows) >= count:
+                    return
+                await trio.sleep(0.05)
+
+
+@contextlib.asynccontextmanager
+async def mesh_nodes(
+    tmp: Path, tracker: str, count: int, **overrides: Any
+) -> AsyncIterator[list[Node]]:
+    """``count`` nodes on one tracker, each with its own cache; all announced on return."""
+    async with contextlib.AsyncExitStack() as stack:
+        nodes = []
+        for i in range(count):
+            kw = dict(overrides)
+            upstreams = kw.pop("upstreams_for", None)
+            if upstreams is not None:
+                kw["upstreams"] = upstreams(i)
+            node = await stack.enter_async_context(
+                running_node(
+                    tmp / f"node{i}",
+                    tracker=tracker,
+                    node_id=f"node{i}",
+                    p2p_listen=("127.0.0.1", 0),
+                    **kw,
+                )  # fmt: skip
+            )
+            nodes.append(node)
+        await wait_announced(tracker, count)
+        yield nodes
+
+
+async def wait_held(tracker: str, digest: str, count: int = 1, *, timeout: float = 10) -> None:
+    """Wait until ``count`` peers have announced ``digest`` as complete."""
+    async with httpx.AsyncClient() as client:
+        with trio.fail_after(timeout):
+            while True:
+                resp = await client.get(f"{tracker}/admin/blobs/{digest}")
+                if resp.status_code == 200:
+                    body = resp.json()
+                    holders = [h for h in body.get("holders", []) if h.get("complete")]
+                    if len(holders) >= count:
+                        return
+                await trio.sleep(0.05)
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    """The value of one sample in Prometheus text (0.0 if absent)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return float(sample.value)
+    return 0.0
