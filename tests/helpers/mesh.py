@@ -60,7 +60,7 @@ async def mesh_nodes(
                     node_id=f"node{i}",
                     p2p_listen=("127.0.0.1", 0),
                     **kw,
-                )  # fmt: skip
+                )
             )
             nodes.append(node)
         await wait_announced(tracker, count)

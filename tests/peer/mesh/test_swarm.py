@@ -136,9 +136,8 @@ async def test_manifests_and_tags_come_from_the_mesh_when_origin_is_down(
     name = registry.new_repo("library/tagmesh")
     push = registry.push_oci_image if kind == "oci" else registry.push_oci_index
     image = push(name, "v1", layer_sizes=[50_000])
-    accept = {
-        "Accept": "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json"
-    }
+    oci = "application/vnd.oci.image"
+    accept = {"Accept": f"{oci}.manifest.v1+json, {oci}.index.v1+json"}
     upstreams = {0: {"docker.io": registry.url}, 1: {"docker.io": DEAD}}
     async with running_tracker() as tracker, mesh_nodes(
         tmp_path, tracker, 2, upstreams_for=upstreams.__getitem__
