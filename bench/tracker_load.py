@@ -76,7 +76,11 @@ class Conn:
         head, self.buf = self.buf.split(b"\r\n\r\n", 1)
         lines = head.split(b"\r\n")
         status = int(lines[0].split()[1])
-        length = next(int(v) for k, _, v in (x.partition(b":") for x in lines[1:]) if k.lower() == b"content-length")
+        length = next(
+            int(v)
+            for k, _, v in (x.partition(b":") for x in lines[1:])
+            if k.lower() == b"content-length"
+        )
         while len(self.buf) < length:
             self._fill()
         body, self.buf = self.buf[:length], self.buf[length:]
@@ -94,7 +98,8 @@ def announce_for(peer: int, args: argparse.Namespace, round_: int) -> bytes:
     chosen = rng.sample(range(args.blobs), args.held + args.in_progress)
     held = tuple(p.BlobHeld(digest(n), 10_000_000 + n) for n in chosen[: args.held])
     partial = tuple(
-        p.BlobInProgress(digest(n), 10_000_000 + n, 1000 * (round_ + 1)) for n in chosen[args.held :]
+        p.BlobInProgress(digest(n), 10_000_000 + n, 1000 * (round_ + 1))
+        for n in chosen[args.held :]
     )
     message = p.Announce(
         peer_id=f"peer-{peer:05d}",
@@ -112,7 +117,9 @@ def announce_for(peer: int, args: argparse.Namespace, round_: int) -> bytes:
     return request("/v1/announce", p.encode(message))
 
 
-def worker(port: int, peers: range, args: argparse.Namespace, round_: int, barrier: Any, out: Any) -> None:
+def worker(
+    port: int, peers: range, args: argparse.Namespace, round_: int, barrier: Any, out: Any
+) -> None:
     bodies = [announce_for(n, args, round_) for n in peers]
     conn = Conn(port)
     barrier.wait()
@@ -139,7 +146,14 @@ def announce_round(port: int, args: argparse.Namespace, round_: int) -> tuple[fl
     procs = [
         ctx.Process(
             target=worker,
-            args=(port, range(i * share, min(args.peers, (i + 1) * share)), args, round_, barrier, out),
+            args=(
+                port,
+                range(i * share, min(args.peers, (i + 1) * share)),
+                args,
+                round_,
+                barrier,
+                out,
+            ),
         )
         for i in range(args.clients)
     ]
@@ -155,14 +169,21 @@ def announce_round(port: int, args: argparse.Namespace, round_: int) -> tuple[fl
     return total / elapsed, sum(e for _, e in results)
 
 
-def lookups(port: int, args: argparse.Namespace) -> tuple[list[float], int, float]:
+def lookups(
+    port: int, args: argparse.Namespace, *, bare: bool = False
+) -> tuple[list[float], int, float]:
     rng = random.Random(99)
     conn = Conn(port)
     latencies, found = [], 0
     bodies = [
         request(
             "/v1/lookup",
-            p.encode(p.Lookup(digest=digest(rng.randrange(args.blobs)), peer_id=f"peer-{rng.randrange(args.peers):05d}")),
+            p.encode(
+                p.Lookup(
+                    digest=digest(rng.randrange(args.blobs)),
+                    peer_id=f"peer-{rng.randrange(args.peers):05d}",
+                )
+            ),
         )
         for _ in range(args.lookups)
     ]
@@ -177,13 +198,15 @@ def lookups(port: int, args: argparse.Namespace) -> tuple[list[float], int, floa
         status, reply = conn.read_response()
         latencies.append(time.perf_counter() - start)
         assert status == 200, reply
-        found += len(p.decode(p.LookupReply, reply).peers)
+        found += 0 if bare else len(p.decode(p.LookupReply, reply).peers)
     return latencies, found, sum(latencies)
 
 
 def rss_mb(pid: int) -> tuple[float, float]:
     fields = dict(
-        line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line
+        line.split(":", 1)
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+        if ":" in line
     )
     return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
 
@@ -203,20 +226,53 @@ def wait_healthy(port: int, proc: subprocess.Popen[bytes], timeout: float = 30) 
     raise RuntimeError("tracker did not come up")
 
 
+async def bare_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """The calibration server: reads the body, answers 200 with 8 bytes. No tracker logic."""
+    if scope["type"] == "lifespan":
+        while (await receive())["type"] != "lifespan.shutdown":
+            await send({"type": "lifespan.startup.complete"})
+        await send({"type": "lifespan.shutdown.complete"})
+        return
+    more = True
+    while more:
+        more = (await receive()).get("more_body", False)
+    await send(
+        {"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"8")]}
+    )
+    await send({"type": "http.response.body", "body": b"\x81\xa1v\x01" + b"\x00" * 4})
+
+
+def serve_bare(port: int) -> None:
+    """Run :func:`bare_app` under hypercorn + trio, configured like the tracker."""
+    import trio
+    from hypercorn.trio import serve
+
+    from tracker.config import TrackerConfig
+    from tracker.service import hypercorn_config
+
+    config = hypercorn_config(TrackerConfig(listen_host="127.0.0.1", listen_port=port))
+    trio.run(serve, bare_app, config)  # type: ignore[arg-type]  # a plain ASGI callable
+
+
 def run_store(store: str, args: argparse.Namespace, redis_pid: int | None) -> dict[str, Any]:
     port = free_port()
-    cmd = [sys.executable, "-m", "tracker", "--listen", f"127.0.0.1:{port}", "--no-mdns",
-           "--store", store, "--announce-interval", "30m", "--peer-ttl", "2h", "--log-level", "warning"]  # fmt: skip
+    if store == "bare":
+        cmd = [sys.executable, "-m", "bench.tracker_load", "--serve-bare", str(port)]
+    else:
+        cmd = [sys.executable, "-m", "tracker", "--listen", f"127.0.0.1:{port}", "--no-mdns",
+               "--store", store, "--announce-interval", "30m", "--peer-ttl", "2h",
+               "--log-level", "warning"]  # fmt: skip
     proc = subprocess.Popen(cmd, cwd=ROOT, start_new_session=True)
     try:
         wait_healthy(port, proc)
         populate, errors1 = announce_round(port, args, 0)
         reannounce, errors2 = announce_round(port, args, 1)
-        latencies, found, _ = lookups(port, args)
+        latencies, found, _ = lookups(port, args, bare=store == "bare")
         rss, peak = rss_mb(proc.pid)
         q = statistics.quantiles(latencies, n=100)
+        kind = {"memory": "memory", "bare": "bare hypercorn (ceiling)"}.get(store, "redis")
         row = {
-            "store": "memory" if store == "memory" else "redis",
+            "store": kind,
             "populate": populate,
             "reannounce": reannounce,
             "errors": errors1 + errors2,
@@ -226,7 +282,7 @@ def run_store(store: str, args: argparse.Namespace, redis_pid: int | None) -> di
             "peers_per_lookup": found / len(latencies),
             "rss": rss,
             "peak": peak,
-            "redis_rss": rss_mb(redis_pid)[0] if redis_pid and store != "memory" else None,
+            "redis_rss": rss_mb(redis_pid)[0] if redis_pid and store.startswith("unix") else None,
         }
         print(row, flush=True)
         return row
@@ -271,12 +327,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lookups", type=int, default=5_000)
     parser.add_argument("--stores", default="memory,redis")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks-tracker.md")
+    parser.add_argument("--no-ceiling", action="store_true", help="skip the bare hypercorn row")
+    parser.add_argument("--serve-bare", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.serve_bare:
+        serve_bare(args.serve_bare)
+        return 0
 
     rows, redis_proc, workdir = [], None, Path(tempfile.mkdtemp(prefix="shoal-bench-redis-"))
     try:
-        for store in args.stores.split(","):
-            url = "memory"
+        stores = args.stores.split(",") + ([] if args.no_ceiling else ["bare"])
+        for store in stores:
+            url = store
             if store == "redis":
                 sock = workdir / "redis.sock"
                 redis_proc = subprocess.Popen(
