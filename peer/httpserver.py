@@ -19,6 +19,7 @@ import os
 from collections.abc import AsyncIterable, Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import partial
+from http import HTTPStatus
 from typing import Final
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -91,6 +92,13 @@ class Response:
 Handler = Callable[[Request], Awaitable[Response]]
 
 
+def _reason(status: int) -> bytes:
+    try:
+        return HTTPStatus(status).phrase.encode()
+    except ValueError:
+        return b""
+
+
 class _Abort(Exception):
     """The connection must be dropped without completing the response."""
 
@@ -161,7 +169,9 @@ class _Conn:
             ("connection", "close"),
         ]
         try:
-            await self._write(h11.Response(status_code=status, headers=headers))
+            await self._write(
+                h11.Response(status_code=status, headers=headers, reason=_reason(status))
+            )
             await self._write(h11.Data(data=body))
             await self._write(h11.EndOfMessage())
         except (h11.LocalProtocolError, trio.BrokenResourceError, trio.ClosedResourceError):
@@ -230,7 +240,11 @@ class _Conn:
         response = await self.handler(request)
         try:
             headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in response.headers]
-            await self._write(h11.Response(status_code=response.status, headers=headers))
+            await self._write(
+                h11.Response(
+                    status_code=response.status, headers=headers, reason=_reason(response.status)
+                )
+            )
             body = response.body
             if request.method != "HEAD":
                 if isinstance(body, bytes | FileBody):

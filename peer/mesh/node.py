@@ -53,6 +53,8 @@ def advertise_address(config: PeerConfig) -> str:
     if host not in ("0.0.0.0", "::", ""):
         return host
     target = urlsplit(config.tracker).hostname if "://" in config.tracker else None
+    if target in (None, "localhost") or (target or "").startswith("127."):
+        target = None  # a tracker on this machine says nothing about our LAN address
     try:  # the source address the kernel would use toward the tracker (no packet is sent)
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
             probe.connect((target or "10.255.255.255", 9))
