@@ -142,9 +142,15 @@ class LookupReply:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class PieceHashes:
-    """SHA-256 of every piece of a blob, recorded by the peer that fetched it from the origin.
+    """SHA-256 of the pieces of a blob, recorded by the peers that fetched them from the origin.
 
-    The first record for a digest wins; a later different one is counted as a conflict.
+    ``hashes`` has one entry per piece (``ceil(size / piece_size)``): a 32-byte SHA-256, or
+    ``b""`` while that piece's hash is not known. In a flash crowd several nodes fetch
+    different pieces of one blob from the origin, and each records the hashes of its own
+    pieces as soon as it has them, so the tracker merges records per piece: an unknown
+    entry takes the first hash put for it, and a different hash for a known piece is a
+    conflict that changes nothing. A record with another ``size`` or ``piece_size`` than
+    the stored one is a conflict as a whole. ``peer_id`` is the record's first writer.
     """
 
     digest: str
@@ -156,7 +162,12 @@ class PieceHashes:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class PiecesPutReply:
-    """``stored`` is False when a record already existed; ``conflict`` when it differed."""
+    """Outcome of a piece-hash put (both can be true at once).
+
+    ``stored``: the record was created, or at least one unknown piece got its hash.
+    ``conflict``: the put disagreed with the record (another size or piece size, or
+    another hash for a piece already known); the disagreeing parts were not stored.
+    """
 
     stored: bool
     conflict: bool = False

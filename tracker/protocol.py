@@ -26,7 +26,8 @@ Rules:
    msgpack itself, so a hostile body cannot make us allocate more than it weighs.
 
 Digests follow the OCI image spec's registered algorithms (``sha256:`` + 64 lowercase hex,
-``sha512:`` + 128); piece hashes are raw 32-byte SHA-256 values.
+``sha512:`` + 128); piece hashes are raw 32-byte SHA-256 values, or ``b""`` for a piece
+whose hash is not known yet (see :class:`~tracker.messages.PieceHashes`).
 """
 
 from __future__ import annotations
@@ -183,7 +184,12 @@ def _blob_rows(cls: type[BlobHeld] | type[BlobInProgress], max_len: int) -> Vali
 
 
 def _hashes(v: object, where: str) -> tuple[bytes, ...]:
-    return tuple(_wire.bytes_(h, where, 32, 32) for h in _wire.list_(v, where, MAX_PIECES))
+    """A piece hash list: each entry a 32-byte SHA-256, or ``b""`` for "not known yet"."""
+    out = tuple(_wire.bytes_(h, where, 0, 32) for h in _wire.list_(v, where, MAX_PIECES))
+    for h in out:
+        if h and len(h) != 32:
+            raise BadMessage(f"{where}: {len(h)} bytes, expected 32 (or 0 for an unknown piece)")
+    return out
 
 
 _BOOL: Final[Validator] = _wire.bool_

@@ -1,9 +1,15 @@
 """Piece hashes, tag resolutions and origin-fetch leases held in memory (pure).
 
 These records help the P2P layer rather than describe the swarm, so they live apart from
-the peer/blob tables of ``tracker.registry``. All three are bounded: the oldest piece
-record or tag is evicted first when a cap is reached (``dict`` keeps insertion order, and
-an update re-inserts), and leases refuse new entries at their cap after sweeping.
+the peer/blob tables of ``tracker.registry``. All three are bounded: the least recently
+updated piece record or tag is evicted first when a cap is reached (``dict`` keeps
+insertion order, and an update re-inserts), and leases refuse new entries at their cap
+after sweeping.
+
+Piece hashes merge per piece (:func:`merge_hashes`): nodes that fetched different pieces
+of one blob from the origin each fill in their own, ``b""`` marking a piece not known
+yet. The first hash put for a piece wins; a different one later is counted as a conflict.
+A record costs the same whatever its fill, so filling one never evicts another.
 
 Leases. One lease per ``(digest, piece_index)``: the first peer to ask gets it for
 ``ttl`` seconds, renews it by asking again, and releases it with ``ttl == 0``; while it is
@@ -13,6 +19,7 @@ fetch that range from the holder (or wait) rather than from the origin.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Final
 
 from tracker import protocol as p
@@ -31,8 +38,33 @@ def tag_key(q: p.TagQuery | p.TagRecord) -> _TagKey:
 
 
 def piece_record_cost(record: p.PieceHashes) -> int:
-    """Bytes a piece record is charged against ``Policy.max_piece_bytes``."""
+    """Bytes a piece record is charged against ``Policy.max_piece_bytes`` (fill aside)."""
     return PIECE_RECORD_OVERHEAD + 32 * len(record.hashes)
+
+
+def merge_hashes(
+    stored: tuple[bytes, ...], new: tuple[bytes, ...]
+) -> tuple[tuple[bytes, ...], int, bool]:
+    """Merge a put's hashes into a stored list of the same length, piece by piece.
+
+    An unknown (``b""``) stored entry takes the new one; a known one stays, and a different
+    non-empty new value for it is a conflict.
+
+    Returns:
+        The merged list, how many entries it newly filled, and whether any conflicted.
+    """
+    merged = list(stored)
+    filled = 0
+    conflict = False
+    for i, (old, value) in enumerate(zip(stored, new, strict=True)):
+        if not value or value == old:
+            continue
+        if old:
+            conflict = True
+        else:
+            merged[i] = value
+            filled += 1
+    return tuple(merged), filled, conflict
 
 
 class Records:
@@ -66,17 +98,27 @@ class Records:
         return len(self._leases)
 
     def put_pieces(self, record: p.PieceHashes) -> p.PiecesPutReply:
-        """Keep the first record per digest; count a different later one as a conflict."""
-        current = self._pieces.get(record.digest)
+        """Store a new record, or merge ``record`` into the stored one piece by piece.
+
+        A record of another shape (size, piece size) is a conflict and changes nothing.
+        Otherwise unknown pieces take the new hashes (see :func:`merge_hashes`) and the
+        record becomes the most recently updated; its ``peer_id`` stays the first writer's.
+        Each put that conflicts anywhere counts once in :attr:`conflicts`.
+        """
+        digest = record.digest
+        current = self._pieces.get(digest)
         if current is not None:
-            same = (current.size, current.piece_size, current.hashes) == (
-                record.size,
-                record.piece_size,
-                record.hashes,
-            )
-            if not same:
-                self.conflicts[record.digest] = self.conflicts.get(record.digest, 0) + 1
-            return p.PiecesPutReply(stored=False, conflict=not same)
+            shape = (current.size, current.piece_size, len(current.hashes))
+            if shape != (record.size, record.piece_size, len(record.hashes)):
+                filled, conflict = 0, True
+            else:
+                hashes, filled, conflict = merge_hashes(current.hashes, record.hashes)
+                if filled:
+                    del self._pieces[digest]  # re-inserted as the most recently updated
+                    self._pieces[digest] = dataclasses.replace(current, hashes=hashes)
+            if conflict:
+                self.conflicts[digest] = self.conflicts.get(digest, 0) + 1
+            return p.PiecesPutReply(stored=filled > 0, conflict=conflict)
         cost = piece_record_cost(record)
         while self._pieces and self._piece_bytes + cost > self._policy.max_piece_bytes:
             oldest = next(iter(self._pieces))
@@ -87,7 +129,7 @@ class Records:
         return p.PiecesPutReply(stored=True)
 
     def get_pieces(self, digest: str) -> p.PieceHashes | None:
-        """The piece record of ``digest``, if any."""
+        """The merged piece record of ``digest`` (``b""`` for unknown pieces), if any."""
         return self._pieces.get(digest)
 
     def put_tag(self, record: p.TagRecord) -> bool:

@@ -16,10 +16,11 @@ Key layout (``P`` is the store's prefix, ``shoal:`` by default)::
     P c:<digest>       set    peer ids holding the blob completely
     P i:<digest>       hash   peer id -> bytes held (in progress)
     P holdings         string number of (peer, blob) entries
-    P pieces           hash   digest -> msgpack [size, piece_size, [hash, ...]]
-    P pieces_by        hash   digest -> peer id that recorded it
+    P pieces           hash   digest -> msgpack [size, piece_size, [hash, ...]], each hash
+                              a bin of 32 bytes, or of 0 while that piece is unknown
+    P pieces_by        hash   digest -> peer id that first recorded it
     P pieces_cost      hash   digest -> bytes charged against max_piece_bytes
-    P pieces_order     zset   digest -> insertion sequence (oldest evicted first)
+    P pieces_order     zset   digest -> update sequence (oldest evicted first)
     P piece_bytes      string sum of pieces_cost
     P conflicts        hash   digest -> conflicting puts seen
     P tags             hash   tag key -> msgpack TagRecord (protocol encoding)
@@ -231,14 +232,44 @@ return {'granted', ARGV[7]}
 """
 )
 
-#: ARGV: P, digest, content, peer, cost, max_bytes. Returns {stored, conflict}.
+#: ARGV: P, digest, content, peer, cost, max_bytes, head. Returns {stored, conflict}.
+#:
+#: Merges into an existing record piece by piece, like ``Records.put_pieces``. Redis's
+#: ``cmsgpack`` cannot read msgpack bin values, so the script walks the bytes itself:
+#: ``content`` is ``head`` bytes of [size, piece_size and the array header], then one
+#: bin 8 per piece (0xc4, its length 0 or 32, the hash). Equal heads mean the same size,
+#: piece size and piece count; then both lists are walked in step.
 PUT_PIECES: Final = """
 local P, d, content = ARGV[1], ARGV[2], ARGV[3]
 local cur = redis.call('HGET', P .. 'pieces', d)
 if cur then
   if cur == content then return {0, 0} end
-  redis.call('HINCRBY', P .. 'conflicts', d, 1)
-  return {0, 1}
+  local head = tonumber(ARGV[7])
+  local out, filled, conflict = {string.sub(cur, 1, head)}, 0, 0
+  if out[1] ~= string.sub(content, 1, head) then
+    conflict = 1
+  else
+    local i, j = head + 1, head + 1
+    while i <= #cur do
+      local a, b = string.byte(cur, i + 1), string.byte(content, j + 1)
+      local old, new = string.sub(cur, i, i + 1 + a), string.sub(content, j, j + 1 + b)
+      if a == 0 and b > 0 then
+        out[#out + 1] = new
+        filled = filled + 1
+      else
+        out[#out + 1] = old
+        if a > 0 and b > 0 and old ~= new then conflict = 1 end
+      end
+      i, j = i + 2 + a, j + 2 + b
+    end
+  end
+  if conflict == 1 then redis.call('HINCRBY', P .. 'conflicts', d, 1) end
+  if filled > 0 then
+    redis.call('HSET', P .. 'pieces', d, table.concat(out))
+    redis.call('ZADD', P .. 'pieces_order', redis.call('INCR', P .. 'seq'), d)
+    return {1, conflict}
+  end
+  return {0, conflict}
 end
 local cost = tonumber(ARGV[5])
 local total = tonumber(redis.call('GET', P .. 'piece_bytes') or '0')

@@ -196,10 +196,14 @@ class RedisStore:
         return p.LookupReply(digest=q.digest, size=int(size), peers=tuple(chosen))
 
     async def put_pieces(self, record: p.PieceHashes) -> p.PiecesPutReply:
-        """See :meth:`tracker.records.Records.put_pieces`."""
-        content = msgpack.packb([record.size, record.piece_size, list(record.hashes)])
+        """See :meth:`tracker.records.Records.put_pieces` (merged by ``PUT_PIECES``)."""
+        content = msgpack.packb(
+            [record.size, record.piece_size, list(record.hashes)], use_bin_type=True
+        )
+        # Every hash is a bin 8 of 0 or 32 bytes: a 2-byte header and the value.
+        head = len(content) - sum(2 + len(h) for h in record.hashes)
         cost = PIECE_RECORD_OVERHEAD + 32 * len(record.hashes)
-        args = (record.digest, content, record.peer_id, cost, self.policy.max_piece_bytes)
+        args = (record.digest, content, record.peer_id, cost, self.policy.max_piece_bytes, head)
         stored, conflict = await self._run(self._script, "PUT_PIECES", *args)
         return p.PiecesPutReply(stored=bool(stored), conflict=bool(conflict))
 

@@ -69,6 +69,15 @@ MESSAGES: list[p.Message] = [
         resolved_at=1_700_000_000.25,
     ),
     p.TagPutReply(stored=True),
+    # A partial record: b"" marks a piece whose hash is not known yet.
+    p.PieceHashes(
+        digest=D2,
+        size=3 * p.MIN_PIECE_SIZE,
+        piece_size=p.MIN_PIECE_SIZE,
+        hashes=(b"", b"\x03" * 32, b""),
+        peer_id="n",
+    ),
+    p.PieceHashes(digest=D1, size=1, piece_size=p.MIN_PIECE_SIZE, hashes=(b"",), peer_id="n"),
     p.LeaseRequest(digest=D1, piece_index=p.MAX_PIECE_INDEX, peer_id="n", session=S, ttl=0.0),
     p.LeaseReply(granted=False, holder="other", expires_at=1_700_000_010.5),
 ]
@@ -198,11 +207,26 @@ def pieces(**changes: Any) -> bytes:
         pieces(hashes=[b"\x01" * 32]),  # one piece short
         pieces(hashes=[b"\x01" * 32] * 3),  # one piece too many
         pieces(hashes=[b"\x01" * 31, b"\x02" * 32]),  # not a SHA-256
+        pieces(hashes=[b"\x01", b""]),  # neither a SHA-256 nor unknown
+        pieces(hashes=[b"\x01" * 33, b""]),  # too long for a SHA-256
+        pieces(hashes=[b""]),  # holes still count: one piece short
+        pieces(hashes=[None, b"\x02" * 32]),  # nil is not "unknown"
         pieces(hashes=["ab" * 32, "cd" * 32]),  # hex text, not bytes
         pieces(piece_size=p.MIN_PIECE_SIZE - 1),
         pieces(piece_size=p.MAX_PIECE_SIZE + 1),
     ],
-    ids=["short", "long", "31 bytes", "text", "tiny pieces", "huge pieces"],
+    ids=[
+        "short",
+        "long",
+        "31 bytes",
+        "1 byte",
+        "33 bytes",
+        "short with holes",
+        "nil",
+        "text",
+        "tiny pieces",
+        "huge pieces",
+    ],
 )
 def test_malformed_piece_hashes(body: bytes) -> None:
     with pytest.raises(BadMessage):

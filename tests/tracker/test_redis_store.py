@@ -66,6 +66,17 @@ def pieces(n: int, fill: int, peer: str = "a") -> p.PieceHashes:
     )
 
 
+def partial(n: int, known: dict[int, int], peer: str = "a", count: int = 4) -> p.PieceHashes:
+    """A record of ``count`` pieces where only ``known`` (index -> fill byte) is filled."""
+    return p.PieceHashes(
+        digest=d(n),
+        size=count << 14,
+        piece_size=1 << 14,
+        hashes=tuple(bytes([known[i]]) * 32 if i in known else b"" for i in range(count)),
+        peer_id=peer,
+    )
+
+
 TAG = p.TagRecord(
     registry="docker.io", repository="library/x", tag="1", accept="", digest=d(2),
     media_type="application/json", size=7, resolved_at=T0,
@@ -172,6 +183,87 @@ async def test_redis_and_memory_stores_agree_step_by_step(redis_store: RedisStor
     assert memory[-2].peers == 0
 
 
+# Piece records merge per piece: (operation, what both stores must answer).
+STORED, SAME, CONFLICT = (
+    p.PiecesPutReply(stored=True),
+    p.PiecesPutReply(stored=False),
+    p.PiecesPutReply(stored=False, conflict=True),
+)
+MERGED = dataclasses.replace(partial(1, {0: 1, 1: 2, 2: 3}, count=3), size=(3 << 14) - 7)
+PIECES_SCENARIO: list[tuple[Op, Any]] = [
+    (lambda s: s.put_pieces(partial(1, {1: 2})), STORED),  # created partial
+    (lambda s: s.get_pieces(d(1)), partial(1, {1: 2})),
+    (lambda s: s.put_pieces(partial(1, {0: 1, 3: 4}, peer="b")), STORED),  # others filled
+    (lambda s: s.put_pieces(partial(1, {0: 1}, peer="c")), SAME),  # same value again
+    (lambda s: s.put_pieces(partial(1, {}, peer="c")), SAME),  # nothing known
+    (lambda s: s.put_pieces(partial(1, {1: 9}, peer="c")), CONFLICT),  # known piece differs
+    (lambda s: s.get_pieces(d(1)), partial(1, {0: 1, 1: 2, 3: 4})),  # unchanged; first writer
+    (  # a put may fill one piece and conflict on another
+        lambda s: s.put_pieces(partial(1, {2: 3, 3: 9}, peer="c")),
+        p.PiecesPutReply(stored=True, conflict=True),
+    ),
+    (lambda s: s.get_pieces(d(1)), partial(1, {0: 1, 1: 2, 2: 3, 3: 4})),
+    (lambda s: s.put_pieces(partial(1, {0: 1, 1: 2, 2: 3, 3: 4}, peer="d")), SAME),
+    (lambda s: s.put_pieces(partial(1, {0: 1, 1: 2, 2: 3}, count=3)), CONFLICT),  # size
+    (
+        lambda s: s.put_pieces(
+            dataclasses.replace(partial(1, {0: 1}, count=2), piece_size=2 << 14)
+        ),
+        CONFLICT,  # piece size (same piece count)
+    ),
+    (lambda s: s.get_pieces(d(1)), partial(1, {0: 1, 1: 2, 2: 3, 3: 4})),
+    # A partial record, then a full one of another size: a conflict as a whole.
+    (lambda s: s.put_pieces(partial(2, {1: 2})), STORED),
+    (lambda s: s.put_pieces(dataclasses.replace(MERGED, digest=d(2))), CONFLICT),
+    (lambda s: s.get_pieces(d(2)), partial(2, {1: 2})),
+    # Partial puts (an empty one first), then the full record; the last piece is short.
+    (lambda s: s.put_pieces(dataclasses.replace(MERGED, digest=d(3), hashes=(b"",) * 3)), STORED),
+    (
+        lambda s: s.put_pieces(
+            dataclasses.replace(MERGED, digest=d(3), hashes=(b"", b"\2" * 32, b""))
+        ),
+        STORED,
+    ),
+    (lambda s: s.put_pieces(dataclasses.replace(MERGED, digest=d(3), peer_id="z")), STORED),
+    (lambda s: s.get_pieces(d(3)), dataclasses.replace(MERGED, digest=d(3))),
+    (lambda s: s.put_pieces(dataclasses.replace(MERGED, digest=d(3), peer_id="z")), SAME),
+    (lambda s: s.get_pieces(d(9)), None),
+]
+
+
+async def test_piece_records_merge_alike_in_redis_and_memory(redis_store: RedisStore) -> None:
+    memory = MemoryStore(Policy())
+    for step, (op, expected) in enumerate(PIECES_SCENARIO):
+        m, r = await op(memory), await op(redis_store)
+        assert m == r, f"step {step}: memory {m!r} != redis {r!r}"
+        if expected is not None:
+            assert m == expected, f"step {step}: {m!r}"
+    conflicts = await trio.to_thread.run_sync(redis_store._r.hgetall, redis_store._p + "conflicts")
+    assert {k.decode(): int(v) for k, v in conflicts.items()} == memory.registry.records.conflicts
+    assert memory.registry.records.conflicts == {d(1): 4, d(2): 1}
+
+
+async def test_piece_records_cost_the_same_partial_and_filling_refreshes_them(
+    redis_url: str,
+) -> None:
+    policy = Policy(max_piece_bytes=2 * (256 + 32 * 4))
+    redis_store = RedisStore.from_url(redis_url, policy, prefix=f"t{uuid.uuid4().hex[:8]}:")
+    stores: list[Store] = [MemoryStore(policy), redis_store]
+    try:
+        for store in stores:
+            await store.put_pieces(partial(0, {}))  # nothing known: the full cost already
+            await store.put_pieces(partial(1, {0: 1, 1: 1}))
+            assert (await store.put_pieces(partial(0, {3: 3}))).stored  # d(0) is now newest
+            assert (await store.stats(T0)).piece_records == 2  # filling evicted nobody
+            await store.put_pieces(partial(2, {0: 1}))  # evicts d(1), least recently updated
+            present = [await store.get_pieces(d(n)) is not None for n in range(3)]
+            assert present == [True, False, True], store.kind
+        used = await trio.to_thread.run_sync(redis_store._r.get, redis_store._p + "piece_bytes")
+        assert int(used) == 2 * (256 + 32 * 4)
+    finally:
+        await redis_store.aclose()
+
+
 async def test_redis_lookup_ranks_like_memory(redis_store: RedisStore) -> None:
     await redis_store.announce(announce("s", (1,), load=4), T0)
     await redis_store.announce(announce("p", (), ((1, 5),)), T0)
@@ -225,6 +317,14 @@ async def test_two_replicas_on_one_redis_agree(redis_url: str) -> None:
                     "/v1/lease", content=p.encode(lease("two", 0, 30)), headers=MSGPACK
                 )
                 assert p.decode(p.LeaseReply, r.content).holder == "one"
+                # Piece hashes put through both replicas merge into one record.
+                for client, record in ((a, partial(1, {0: 1}, "one")), (b, partial(1, {2: 3}))):
+                    r = await client.post("/v1/pieces", content=p.encode(record), headers=MSGPACK)
+                    assert p.decode(p.PiecesPutReply, r.content).stored
+                for client in (a, b):
+                    q2 = p.PiecesQuery(digest=d(1))
+                    r = await client.post("/v1/pieces/query", content=p.encode(q2), headers=MSGPACK)
+                    assert p.decode(p.PieceHashes, r.content) == partial(1, {0: 1, 2: 3}, "one")
                 # An admin drain through one replica hides the peer on the other.
                 r = await b.post("/admin/peers/one/drain", headers={"authorization": "Bearer t"})
                 assert r.status_code == 200

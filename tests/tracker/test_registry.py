@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections import Counter
 
@@ -314,17 +315,21 @@ def test_admin_views_and_paging(reg: Registry) -> None:
 # --- records ---------------------------------------------------------------------------
 
 
-def hashes(digest: str, pieces: int, fill: int = 1, peer: str = "n") -> p.PieceHashes:
+def hashes(
+    digest: str, pieces: int, fill: int = 1, peer: str = "n", known: range | None = None
+) -> p.PieceHashes:
+    """A record of ``pieces`` pieces; only the indexes in ``known`` (default: all) filled."""
+    known = range(pieces) if known is None else known
     return p.PieceHashes(
         digest=digest,
         size=pieces * p.MIN_PIECE_SIZE,
         piece_size=p.MIN_PIECE_SIZE,
-        hashes=tuple(bytes([fill]) * 32 for _ in range(pieces)),
+        hashes=tuple(bytes([fill]) * 32 if i in known else b"" for i in range(pieces)),
         peer_id=peer,
     )
 
 
-def test_piece_hashes_first_writer_wins_and_conflicts_are_counted() -> None:
+def test_piece_hashes_same_record_again_is_neither_stored_nor_a_conflict() -> None:
     records = Records(Policy())
     assert records.put_pieces(hashes(d(1), 2)) == p.PiecesPutReply(stored=True)
     assert records.put_pieces(hashes(d(1), 2, peer="other")) == p.PiecesPutReply(stored=False)
@@ -335,6 +340,48 @@ def test_piece_hashes_first_writer_wins_and_conflicts_are_counted() -> None:
     assert records.conflicts == {d(1): 1}
 
 
+def test_piece_hashes_merge_per_piece_first_writer_wins() -> None:
+    records = Records(Policy())
+    put = records.put_pieces
+    assert put(hashes(d(1), 4, fill=1, peer="a", known=range(1))) == p.PiecesPutReply(stored=True)
+    assert records.get_pieces(d(1)) == hashes(d(1), 4, fill=1, peer="a", known=range(1))
+    # Another peer fills other pieces; the record keeps its first writer.
+    assert put(hashes(d(1), 4, fill=1, peer="b", known=range(2, 4))).stored
+    assert put(hashes(d(1), 4, fill=1, peer="b", known=range(2, 4))) == p.PiecesPutReply(
+        stored=False
+    )
+    record = records.get_pieces(d(1))
+    assert record is not None
+    assert (record.hashes, record.peer_id) == ((b"\x01" * 32, b"", b"\x01" * 32, b"\x01" * 32), "a")
+    # A different hash for a known piece conflicts and changes nothing, even when the same
+    # put also fills an unknown piece (that piece is stored).
+    assert put(hashes(d(1), 4, fill=7, peer="c", known=range(2, 3))) == p.PiecesPutReply(
+        stored=False, conflict=True
+    )
+    assert put(hashes(d(1), 4, fill=7, peer="c", known=range(3))) == p.PiecesPutReply(
+        stored=True, conflict=True
+    )
+    record = records.get_pieces(d(1))
+    assert record is not None
+    assert record.hashes == (b"\x01" * 32, b"\x07" * 32, b"\x01" * 32, b"\x01" * 32)
+    assert records.conflicts == {d(1): 2}  # once per conflicting put, not per piece
+    # A full record agreeing with every known piece is not a conflict, and fills nothing.
+    assert put(dataclasses.replace(record, peer_id="d")) == p.PiecesPutReply(stored=False)
+
+
+def test_piece_hashes_of_another_shape_conflict_as_a_whole() -> None:
+    records = Records(Policy())
+    assert records.put_pieces(hashes(d(1), 2, known=range(1))).stored
+    for other in (
+        hashes(d(1), 3),  # another size
+        dataclasses.replace(hashes(d(1), 2), size=2 * p.MIN_PIECE_SIZE - 1),
+        dataclasses.replace(hashes(d(1), 1), piece_size=2 * p.MIN_PIECE_SIZE),
+    ):
+        assert records.put_pieces(other) == p.PiecesPutReply(stored=False, conflict=True)
+    assert records.get_pieces(d(1)) == hashes(d(1), 2, known=range(1))
+    assert records.conflicts == {d(1): 3}
+
+
 def test_piece_hashes_evict_oldest_past_the_byte_budget() -> None:
     cost = 256 + 32 * 10
     records = Records(Policy(max_piece_bytes=2 * cost))
@@ -343,6 +390,19 @@ def test_piece_hashes_evict_oldest_past_the_byte_budget() -> None:
     assert records.get_pieces(d(0)) is None
     assert records.get_pieces(d(1)) is not None
     assert records.get_pieces(d(2)) is not None
+
+
+def test_piece_hashes_cost_the_same_partial_and_filling_one_refreshes_it() -> None:
+    cost = 256 + 32 * 10
+    records = Records(Policy(max_piece_bytes=2 * cost))
+    records.put_pieces(hashes(d(0), 10, known=range(0)))  # no piece known yet: full cost
+    records.put_pieces(hashes(d(1), 10, known=range(5)))
+    assert records.put_pieces(hashes(d(0), 10, known=range(3))).stored  # d(0) is now newest
+    assert records.piece_count == 2  # filling costs nothing more: nobody was evicted
+    records.put_pieces(hashes(d(2), 10))  # evicts d(1), the least recently updated
+    assert [records.get_pieces(d(n)) is not None for n in range(3)] == [True, False, True]
+    records.put_pieces(hashes(d(3), 10))
+    assert records.piece_count == 2
 
 
 def test_tags_newest_resolution_wins_and_oldest_is_evicted() -> None:

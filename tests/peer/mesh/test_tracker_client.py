@@ -121,6 +121,24 @@ async def test_round_trip_against_the_real_app() -> None:
         assert record is not None
         assert (record.hashes, record.peer_id) == ((b"h" * 32,), "me")
 
+        # Pieces fetched by different nodes: each records its own, b"" for the others.
+        d2 = "sha256:" + "e" * 64
+
+        async def put(client: TrackerClient, hashes: list[bytes]) -> p.PiecesPutReply:
+            return await client.put_piece_hashes(
+                d2, size=3 << 14, piece_size=1 << 14, hashes=hashes
+            )
+
+        assert await put(me, [b"", b"1" * 32, b""]) == p.PiecesPutReply(stored=True)
+        assert await put(other, [b"0" * 32, b"", b"2" * 32]) == p.PiecesPutReply(stored=True)
+        assert await put(other, [b"0" * 32, b"", b""]) == p.PiecesPutReply(stored=False)
+        assert await put(other, [b"", b"x" * 32, b""]) == p.PiecesPutReply(
+            stored=False, conflict=True
+        )
+        record = await me.get_piece_hashes(d2)
+        assert record is not None
+        assert (record.hashes, record.peer_id) == ((b"0" * 32, b"1" * 32, b"2" * 32), "me")
+
         tag = p.TagRecord(
             registry="docker.io", repository="library/alpine", tag="3", accept="",
             digest=D, media_type="a/b", size=10, resolved_at=5.0,
