@@ -60,6 +60,10 @@ PEER_PIECE_TIMEOUT: Final = 10.0
 LOOKUP_INTERVAL: Final = 1.0
 # How often the driver re-plans even without events (hedge deadlines, backoffs).
 TICK: Final = 0.1
+# Origin Range requests one node keeps in flight for one blob. Each costs a lease and a
+# hash record at the tracker plus an HTTP request: with 1 MiB pieces, a few in flight
+# hide those round trips; N nodes of a crowd together keep up to N x this many.
+ORIGIN_SLOTS: Final = 6
 # Refresh piece hashes from the tracker at most this often when one is missing.
 HASH_REFRESH: Final = 0.1
 
@@ -84,7 +88,7 @@ class BlobFetch:
         self.writer = writer
         self.scheduler: PieceScheduler[str] = PieceScheduler(
             self.plan,
-            config=SchedulerConfig(seed=hash(swarm.peer_id) & 0xFFFF, origin_slots=2),
+            config=SchedulerConfig(seed=hash(swarm.peer_id) & 0xFFFF, origin_slots=ORIGIN_SLOTS),
         )
         self.hashes: list[bytes] = [b""] * self.plan.count
         if self.plan.count == 1 and digest.startswith("sha256:"):
@@ -225,11 +229,16 @@ class BlobFetch:
             return
         piece_hash = hash_piece(data)
         self.hashes[index] = piece_hash
-        await self.swarm.record_hash(self.digest, self.plan, index, piece_hash)
         self.from_origin += len(data)
-        self._accept(ORIGIN, index, data)
+        # Ours at once (the runtime may be waiting for it); offered to peers only once its
+        # hash is recorded at the tracker, since they cannot check it otherwise.
+        self._accept(ORIGIN, index, data, announce=False)
+        await self.swarm.record_hash(self.digest, self.plan, index, piece_hash)
+        self.swarm.broadcast_have(self.digest, index)
 
-    def _accept(self, source: str | Origin, index: int, data: bytes) -> None:
+    def _accept(
+        self, source: str | Origin, index: int, data: bytes, *, announce: bool = True
+    ) -> None:
         if index in self.have:
             return
         start, _ = self.plan.span(index)
@@ -246,7 +255,8 @@ class BlobFetch:
             self.writer.hash_through(end)
             self.download.advance(end)
         self.scheduler.set_read_position(self.contiguous)
-        self.swarm.broadcast_have(self.digest, index)
+        if announce:
+            self.swarm.broadcast_have(self.digest, index)
 
     def _cancel(self, source: str | Origin, index: int) -> None:
         scope = self._tasks.pop((source, index), None)

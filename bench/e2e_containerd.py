@@ -1,0 +1,152 @@
+"""End to end: a real containerd pulls a multi-layer image, direct vs through shoal.
+
+Run: ``.venv/bin/python -m bench.e2e_containerd [--layers 5] [--total-mib 300] [--runs 3]``
+
+One process run, loopback, same image, a fresh containerd (empty content store) per pull:
+  * direct — containerd pulls from docker-registry (the origin);
+  * cold   — through a fresh ``shoal peer`` (with a tracker, i.e. the mesh path);
+  * warm   — the same node again (its cache holds everything);
+  * peer   — through a second fresh node whose origin is unreachable, after the first
+    node pulled: every byte comes from the other node.
+``ctr image pull`` includes unpacking, the same work in every variant. Medians of runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+
+from bench.report import median, write_section
+from tests.helpers import procs
+from tests.helpers.node import NodeProcess, spawn_node
+from tests.helpers.registry import Registry
+from tests.helpers.runtimes import Containerd, write_hosts_toml
+
+DEAD = "http://127.0.0.1:9"
+
+
+@contextlib.contextmanager
+def tracker(root: Path) -> Iterator[str]:
+    port = procs.free_port()
+    log = root / "tracker.log"
+    proc = procs.start(
+        [sys.executable, "-m", "tracker", "--listen", f"127.0.0.1:{port}", "--no-mdns"], log
+    )
+    url = f"http://127.0.0.1:{port}"
+
+    def ready() -> bool | None:
+        try:
+            return True if httpx.get(f"{url}/healthz", timeout=1).status_code == 200 else None
+        except httpx.TransportError:
+            return None
+
+    try:
+        procs.wait_for(ready, what="tracker", timeout=20, proc=proc, log_path=log)
+        yield url
+    finally:
+        procs.stop(proc)
+
+
+def node(
+    root: Path, name: str, tracker_url: str, upstream: str
+) -> contextlib.AbstractContextManager[NodeProcess]:
+    return spawn_node(
+        root / name, "--tracker", tracker_url, "--upstream", f"docker.io={upstream}",
+        "--p2p-listen", f"127.0.0.1:{procs.free_port()}", "--node-id", name, "--cache-size", "8GiB",
+    )  # fmt: skip
+
+
+def timed_pull(root: Path, ref: str, registry_ns: str, host_url: str) -> float:
+    """Seconds for one ``ctr image pull`` into a fresh containerd."""
+    work = Path(tempfile.mkdtemp(prefix="ctd-", dir=root))
+    hosts = work / "hosts"
+    write_hosts_toml(hosts, registry_ns, host_url, server=DEAD)
+    with Containerd(work / "containerd") as ctd:
+        started = time.monotonic()
+        result = ctd.pull(ref, hosts, timeout=600)
+        elapsed = time.monotonic() - started
+        if result.returncode != 0:
+            raise RuntimeError(f"pull of {ref} via {host_url} failed: {result.stderr[-2000:]}")
+    shutil.rmtree(work, ignore_errors=True)
+    return elapsed
+
+
+def wait_held(tracker_url: str, digests: list[str]) -> None:
+    def ready() -> bool | None:
+        for digest in digests:
+            resp = httpx.get(f"{tracker_url}/admin/blobs/{digest}", timeout=2)
+            if resp.status_code != 200 or not any(h["complete"] for h in resp.json()["holders"]):
+                return None
+        return True
+
+    procs.wait_for(ready, what="announces", timeout=30)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--layers", type=int, default=5)
+    parser.add_argument("--total-mib", type=int, default=300)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--no-write", action="store_true")
+    args = parser.parse_args()
+    root = Path(tempfile.mkdtemp(prefix="shoal-e2e-"))
+    times: dict[str, list[float]] = {k: [] for k in ("direct", "cold", "warm", "peer")}
+    try:
+        with Registry(root / "registry") as reg, tracker(root) as tr:
+            layer = args.total_mib * 1024 * 1024 // args.layers
+            image = reg.push_oci_image("library/e2e", "v1", [layer] * args.layers)
+            ref = "docker.io/library/e2e:v1"
+            for run in range(args.runs):
+                times["direct"].append(
+                    timed_pull(root, f"{reg.host}/library/e2e:v1", reg.host, reg.url)
+                )
+                with node(root, f"a{run}", tr, reg.url) as a:
+                    times["cold"].append(timed_pull(root, ref, "docker.io", a.url))
+                    times["warm"].append(timed_pull(root, ref, "docker.io", a.url))
+                    wait_held(tr, list(image.blobs))
+                    with node(root, f"b{run}", tr, DEAD) as b:
+                        time.sleep(0.5)  # b announces, tag resolution reaches the tracker
+                        times["peer"].append(timed_pull(root, ref, "docker.io", b.url))
+                print(
+                    f"run {run}: " + ", ".join(f"{k} {v[-1]:.2f}s" for k, v in times.items()),
+                    flush=True,
+                )
+    finally:
+        subprocess.run(["sync"], check=False)
+        shutil.rmtree(root, ignore_errors=True)
+    direct = median(times["direct"])
+    rows = [
+        "| pull | median s | ratio to direct | runs (s) |",
+        "| --- | ---: | ---: | --- |",
+    ]
+    for key, label in (("direct", "direct from the origin (reference)"), ("cold", "**cold, through a node**"),
+                       ("warm", "**warm, node cache**"), ("peer", "**from a peer, origin down**")):  # fmt: skip
+        m = median(times[key])
+        rows.append(
+            f"| {label} | {m:.2f} | {m / direct:.2f}× | {', '.join(f'{t:.2f}' for t in times[key])} |"
+        )
+    body = (
+        f"containerd (`ctr image pull`, overlayfs unpack included) pulling a {args.layers}-layer, "
+        f"{args.total_mib} MiB image over loopback, a fresh containerd per pull. "
+        "Goals (issue 8): warm ≤ 1.05× direct, cold ≤ 1.15×.\n\n" + "\n".join(rows)
+    )
+    print(body)
+    if not args.no_write:
+        write_section(
+            "e2e-containerd", "End to end: containerd pulls through shoal",
+            f".venv/bin/python -m bench.e2e_containerd --layers {args.layers} --total-mib {args.total_mib} --runs {args.runs}",
+            body,
+        )  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
