@@ -41,6 +41,7 @@ from tracker.model import (
     tier_of,
 )
 from tracker.records import PIECE_RECORD_OVERHEAD, tag_key
+from tracker.registry import LOOKUP_SAMPLE
 
 LOGGER = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -160,17 +161,23 @@ class RedisStore:
         return await self._run(self._lookup, q, now)
 
     def _lookup(self, q: p.Lookup, now: float) -> p.LookupReply:
+        # Like Registry.lookup, examine at most LOOKUP_SAMPLE holders, drawn at random by
+        # Redis itself (SRANDMEMBER / HRANDFIELD), so the cost does not grow with the swarm.
         pipe = self._r.pipeline(transaction=False)
         pipe.hget(self._p + "blobs", q.digest)
-        pipe.smembers(self._p + "c:" + q.digest)
-        pipe.hgetall(self._p + "i:" + q.digest)
+        pipe.srandmember(self._p + "c:" + q.digest, LOOKUP_SAMPLE)
+        pipe.hrandfield(self._p + "i:" + q.digest, LOOKUP_SAMPLE, withvalues=True)
         size, complete, partial = pipe.execute()
         if size is None:
             return p.LookupReply(digest=q.digest, size=0)
         asker = q.peer_id.encode()
         held = {i: -1 for i in complete if i != asker}
-        held.update((i, int(v)) for i, v in partial.items() if i != asker and i not in held)
+        for i, v in zip(partial[::2], partial[1::2], strict=True):
+            if i != asker and i not in held:
+                held[i] = int(v)
         ids = list(held)
+        self._rng.shuffle(ids)
+        del ids[LOOKUP_SAMPLE:]
         if not ids:
             return p.LookupReply(digest=q.digest, size=int(size))
         infos, seens, drains = redis_admin.peer_rows(self._r, self._p, self.policy, ids)

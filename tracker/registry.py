@@ -37,6 +37,10 @@ from tracker.records import Records
 
 #: Upper bound on ``limit`` for the admin listings (one page).
 MAX_PAGE: Final = 10_000
+#: Holders one lookup examines at most (a uniform random sample when there are more): twice
+#: the largest ``limit``, so a full answer is found even when half the sample is busy, and
+#: a lookup costs the same for a blob on 100 nodes or on 10,000.
+LOOKUP_SAMPLE: Final = 2 * p.MAX_LOOKUP_LIMIT
 
 
 class _Peer:
@@ -163,20 +167,35 @@ class Registry:
         self._remove(peer)
 
     def lookup(self, q: p.Lookup, now: float) -> p.LookupReply:
-        """Rank live holders of ``q.digest`` (see ``tracker.model``); never the asker."""
+        """Rank live holders of ``q.digest`` (see ``tracker.model``); never the asker.
+
+        At most ``LOOKUP_SAMPLE`` holders, drawn at random, are examined.
+        """
         blob = self._blobs.get(q.digest)
         if blob is None:
             return p.LookupReply(digest=q.digest, size=0)
         deadline = now - self.policy.peer_ttl
-        peers = self._peers
+        peers, rng = self._peers, self._rng
+        pool = [*blob.complete, *blob.partial]
+        n = len(pool)
         candidates: list[tuple[int, tuple[_Peer, bool]]] = []
-        for complete, members in ((True, blob.complete), (False, blob.partial)):
-            for peer_id in members:
-                peer = peers[peer_id]
-                if peer_id == q.peer_id or peer.draining or peer.last_seen <= deadline:
-                    continue
-                tier = tier_of(complete=complete, load=peer.load, upload_slots=peer.upload_slots)
-                candidates.append((tier, (peer, complete)))
+        best = 0
+        # Examine holders in random order (a lazy Fisher-Yates shuffle) and stop after
+        # LOOKUP_SAMPLE of them, or once `limit` tier-0 holders are found: the cost of a
+        # lookup is bounded whatever the swarm size, and the sample is still uniform.
+        for i in range(min(n, LOOKUP_SAMPLE)):
+            if best >= q.limit:
+                break
+            j = rng.randrange(i, n)
+            pool[i], pool[j] = pool[j], pool[i]
+            peer_id = pool[i]
+            peer = peers[peer_id]
+            if peer_id == q.peer_id or peer.draining or peer.last_seen <= deadline:
+                continue
+            complete = peer_id in blob.complete
+            tier = tier_of(complete=complete, load=peer.load, upload_slots=peer.upload_slots)
+            best += tier == 0
+            candidates.append((tier, (peer, complete)))
         chosen = rank(candidates, limit=q.limit, rng=self._rng)
         return p.LookupReply(
             digest=blob.digest,
