@@ -342,7 +342,8 @@ class Swarm:
     async def lease(self, digest: str, index: int, ttl: float) -> tuple[str, float] | None:
         """None if we may fetch the piece from the origin; else (holder, expires_at)."""
         try:
-            reply = await self.tracker.lease(digest, index, ttl=ttl)
+            with trio.CancelScope(shield=True):  # see record_hash
+                reply = await self.tracker.lease(digest, index, ttl=ttl)
         except TrackerError:
             return None  # no coordination possible: fetch it ourselves
         if reply.granted or reply.holder == self.peer_id:
@@ -353,14 +354,19 @@ class Swarm:
         hashes = [b""] * plan.count
         hashes[index] = value
         try:
-            await self.tracker.put_piece_hashes(
-                digest, size=plan.size, piece_size=plan.piece_size, hashes=hashes
-            )
+            # Shielded: a fetch that completes cancels its request tasks, and an httpx
+            # request cancelled half-way can leave the client's pool unusable; this call is
+            # short (the client's own timeout bounds it).
+            with trio.CancelScope(shield=True):
+                await self.tracker.put_piece_hashes(
+                    digest, size=plan.size, piece_size=plan.piece_size, hashes=hashes
+                )
         except TrackerError as exc:
             LOGGER.info("could not record a piece hash of %s: %s", digest, exc)
 
     async def piece_hashes(self, digest: str) -> p.PieceHashes | None:
-        return await self.tracker.get_piece_hashes(digest)
+        with trio.CancelScope(shield=True):  # see record_hash
+            return await self.tracker.get_piece_hashes(digest)
 
     def report_bad_peer(self, peer: str, digest: str) -> None:
         """Count the ban; the tracker hears of it through the admin log (see docs)."""
