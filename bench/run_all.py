@@ -28,12 +28,12 @@ BENCHMARKS: list[tuple[str, list[str], list[str]]] = [
         "e2e_containerd",
         ["--layers", "5", "--total-mib", "300", "--runs", "3"],
         ["--layers", "3", "--total-mib", "60", "--runs", "1"],
-    ),  # fmt: skip
+    ),
     (
         "swarm",
         ["--nodes", "8", "--size-mib", "256", "--runs", "3", "--mode", "both"],
         ["--nodes", "4", "--size-mib", "64", "--runs", "1", "--mode", "flash"],
-    ),  # fmt: skip
+    ),
     ("simulate", [], []),
 ]
 
