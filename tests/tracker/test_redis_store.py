@@ -22,6 +22,7 @@ from tracker.config import TrackerConfig
 from tracker.errors import TrackerError
 from tracker.model import Policy
 from tracker.redis_store import RedisStore
+from tracker.registry import LOOKUP_SAMPLE
 from tracker.service import serve
 from tracker.store import MemoryStore, Store
 
@@ -334,3 +335,17 @@ async def test_two_replicas_on_one_redis_agree(redis_url: str) -> None:
                 assert (await a.get("/admin/peers")).json() == (await b.get("/admin/peers")).json()
                 assert (await b.get("/healthz")).json() == {"status": "ok", "store": "redis"}
             stop.set()
+
+
+async def test_redis_lookup_samples_a_large_swarm(redis_store: RedisStore) -> None:
+    for i in range(LOOKUP_SAMPLE + 100):
+        await redis_store.announce(announce(f"p{i}", (1,), load=1), T0)
+    await redis_store.announce(announce("partial", (), ((1, 7),)), T0)
+    seen: set[str] = set()
+    for _ in range(20):
+        reply = await redis_store.lookup(p.Lookup(digest=d(1), peer_id="p0", limit=16), T0 + 1)
+        ids = [a.peer_id for a in reply.peers]
+        assert len(ids) == len(set(ids)) == 16
+        assert "p0" not in ids
+        seen.update(ids)
+    assert len(seen) > 100, "different askers get different samples"

@@ -12,7 +12,7 @@ from tracker import protocol as p
 from tracker.errors import PeerBanned, PeerConflict, RegistryFull, TooManyRequests
 from tracker.model import Policy, rank, tier_of
 from tracker.records import Records
-from tracker.registry import Registry
+from tracker.registry import LOOKUP_SAMPLE, Registry
 
 S = b"s" * 16
 T0 = 1_000.0
@@ -472,3 +472,26 @@ def test_registry_lease_checks_the_session(reg: Registry) -> None:
             p.LeaseRequest(digest=d(1), piece_index=0, peer_id="a", session=b"x" * 16, ttl=5), T0
         )
     assert reg.lease(lease("a", 5), T0).granted
+
+
+def test_lookup_examines_a_bounded_random_sample(reg: Registry) -> None:
+    for i in range(1000):
+        reg.announce(announce(f"p{i}", (1,), load=1), T0)  # all tier 1: no early stop
+    draws = 0
+    randrange = reg._rng.randrange
+
+    def counting(start: int, stop: int) -> int:
+        nonlocal draws
+        draws += 1
+        return randrange(start, stop)
+
+    reg._rng.randrange = counting  # type: ignore[method-assign,assignment]  # count draws
+    assert len(set(lookup(reg, 1, limit=16))) == 16
+    assert draws == LOOKUP_SAMPLE
+    # With idle holders the scan stops as soon as `limit` of them are found.
+    reg.announce(announce("p0", (1,), load=0), T0 + 5)
+    draws = 0
+    for i in range(1, 1000):
+        reg._peers[f"p{i}"].load = 0
+    assert len(lookup(reg, 1, limit=16, now=T0 + 5)) == 16
+    assert draws == 16
