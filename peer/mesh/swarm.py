@@ -366,7 +366,8 @@ class Swarm:
 
     async def piece_hashes(self, digest: str) -> p.PieceHashes | None:
         with trio.CancelScope(shield=True):  # see record_hash
-            return await self.tracker.get_piece_hashes(digest)
+            record = await self.tracker.get_piece_hashes(digest)
+        return record
 
     def report_bad_peer(self, peer: str, digest: str) -> None:
         """Count the ban; the tracker hears of it through the admin log (see docs)."""
