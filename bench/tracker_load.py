@@ -334,6 +334,7 @@ def main(argv: list[str] | None = None) -> int:
         serve_bare(args.serve_bare)
         return 0
 
+    load_before = Path("/proc/loadavg").read_text().split()[:3]
     rows, redis_proc, workdir = [], None, Path(tempfile.mkdtemp(prefix="shoal-bench-redis-"))
     try:
         stores = args.stores.split(",") + ([] if args.no_ceiling else ["bare"])
@@ -362,6 +363,8 @@ def main(argv: list[str] | None = None) -> int:
         f"- command: `{command.strip()}`",
         f"- date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
         f"- machine: {machine()}",
+        f"- load average (1, 5, 15 min) before: {' '.join(load_before)}, after: "
+        f"{' '.join(Path('/proc/loadavg').read_text().split()[:3])} (the machine is shared)",
         f"- load: {args.peers:,} peers × {args.blobs:,} blobs; each peer holds {args.held} blobs "
         f"and downloads {args.in_progress}; {args.clients} client processes × 1 connection × "
         f"{args.pipeline} pipelined requests; {args.lookups:,} sequential lookups (limit 16)",
