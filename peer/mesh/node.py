@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
 import secrets
 import socket
@@ -45,6 +46,27 @@ def node_id(config: PeerConfig) -> str:
     return new
 
 
+def node_session(config: PeerConfig) -> bytes:
+    """The tracker session of this node, made once and kept in the data directory.
+
+    The tracker ties a live peer id to its session, so a node that restarts after a crash
+    (SIGKILL, OOM: no goodbye sent) must come back with the same one; a fresh session
+    would be refused as a conflicting live peer until the old one expired (``peer-ttl``).
+    """
+    path = Path(config.data) / "session"
+    try:
+        existing = bytes.fromhex(path.read_text().strip())
+        if 8 <= len(existing) <= 32:
+            return existing
+    except (OSError, ValueError):
+        pass
+    new = secrets.token_bytes(16)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as file:
+        file.write(new.hex() + "\n")
+    return new
+
+
 def advertise_address(config: PeerConfig) -> str:
     """The address other nodes dial: ``--advertise-addr``, the listen host, or a guess."""
     if config.advertise_addr:
@@ -66,7 +88,7 @@ def advertise_address(config: PeerConfig) -> str:
 
 def tracker_client(config: PeerConfig, peer_id: str) -> TrackerClient:
     url = config.tracker if "://" in config.tracker else ""
-    return TrackerClient(url, peer_id=peer_id, session=secrets.token_bytes(16))
+    return TrackerClient(url, peer_id=peer_id, session=node_session(config))
 
 
 async def follow_mdns(client: TrackerClient, swarm: Swarm) -> None:

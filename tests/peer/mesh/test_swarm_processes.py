@@ -6,76 +6,22 @@ is gone.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import signal
-import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.helpers import procs
+from tests.helpers import cluster
+from tests.helpers.cluster import DEAD, start_all, wait_held, wait_peers
 from tests.helpers.images import digest_of
-from tests.helpers.node import NodeProcess, spawn_node
 from tests.helpers.registry import Registry
 from tests.helpers.runtimes import Containerd, write_hosts_toml
 
 pytestmark = pytest.mark.slow
-DEAD = "http://127.0.0.1:9"
-
-
-@contextlib.contextmanager
-def tracker_process(tmp: Path) -> Iterator[str]:
-    port = procs.free_port()
-    log = tmp / "tracker.log"
-    proc = procs.start(
-        [sys.executable, "-m", "tracker", "--listen", f"127.0.0.1:{port}", "--no-mdns"], log
-    )
-    url = f"http://127.0.0.1:{port}"
-
-    def ready() -> bool | None:
-        try:
-            return True if httpx.get(f"{url}/healthz", timeout=1).status_code == 200 else None
-        except httpx.TransportError:
-            return None
-
-    try:
-        procs.wait_for(ready, what="shoal tracker", timeout=20, proc=proc, log_path=log)
-        yield url
-    finally:
-        procs.stop(proc)
-
-
-def _node(
-    tmp: Path, name: str, tracker: str, upstream: str, *extra: str
-) -> contextlib.AbstractContextManager[NodeProcess]:
-    return spawn_node(
-        tmp / name, "--tracker", tracker, "--upstream", f"docker.io={upstream}",
-        "--p2p-listen", f"127.0.0.1:{procs.free_port()}", "--node-id", name, *extra,
-    )  # fmt: skip
-
-
-def _wait_peers(tracker: str, count: int) -> None:
-    def ready() -> bool | None:
-        body = httpx.get(f"{tracker}/admin/peers", timeout=2).json()
-        return True if len(body["peers"]) >= count else None
-
-    procs.wait_for(ready, what="announces", timeout=20)
-
-
-def _wait_held(tracker: str, digest: str, count: int) -> None:
-    def ready() -> bool | None:
-        resp = httpx.get(f"{tracker}/admin/blobs/{digest}", timeout=2)
-        if resp.status_code != 200:
-            return None
-        complete = [h for h in resp.json()["holders"] if h["complete"]]
-        return True if len(complete) >= count else None
-
-    procs.wait_for(ready, what=f"holders of {digest}", timeout=20)
 
 
 def test_peer_killed_mid_transfer_does_not_stop_the_pull(
@@ -86,23 +32,25 @@ def test_peer_killed_mid_transfer_does_not_stop_the_pull(
     data = hashlib.shake_256(b"kill").digest(24 * 1024 * 1024)
     digest = registry.push_blob(name, data)
     path = f"/v2/{name}/blobs/{digest}?ns=docker.io"
-    with tracker_process(tmp_path) as tracker, \
-            _node(tmp_path, "a", tracker, registry.url) as a, \
-            _node(tmp_path, "c", tracker, registry.url) as c:  # fmt: skip
-        _wait_peers(tracker, 2)
-        assert digest_of(httpx.get(a.url + path, timeout=60).content) == digest
-        _wait_held(tracker, digest, 1)
-        assert digest_of(httpx.get(c.url + path, timeout=60).content) == digest
-        _wait_held(tracker, digest, 2)
+    tracker = cluster.tracker(tmp_path)
+    with start_all(tracker):
+        a = cluster.peer(tmp_path, "a", tracker=tracker.url, upstream=registry.url)
+        c = cluster.peer(tmp_path, "c", tracker=tracker.url, upstream=registry.url)
         # B cannot reach the origin and downloads at 8 MB/s: about 3 s for the blob
-        with _node(tmp_path, "b", tracker, DEAD, "--download-rate", "8MB") as b:
-            _wait_peers(tracker, 3)
-            killer = threading.Timer(1.0, a.proc.send_signal, (signal.SIGKILL,))
+        b = cluster.peer(tmp_path, "b", tracker=tracker.url, extra=["--download-rate", "8MB"])
+        with start_all(a, c, b):
+            wait_peers(tracker.url, 3)
+            assert digest_of(httpx.get(a.url + path, timeout=60).content) == digest
+            wait_held(tracker.url, digest, 1)
+            assert digest_of(httpx.get(c.url + path, timeout=60).content) == digest
+            wait_held(tracker.url, digest, 2)
+            killer = threading.Timer(1.0, a.kill)
             killer.start()
             started = time.monotonic()
             resp = httpx.get(b.url + path, timeout=120)
             killer.join()
-            assert a.proc.wait(timeout=10) == -signal.SIGKILL
+            assert a.proc is not None
+            assert a.proc.returncode == -signal.SIGKILL
             assert resp.status_code == 200
             assert digest_of(resp.content) == digest
             assert time.monotonic() - started > 1.0  # A really died mid-transfer
@@ -117,16 +65,17 @@ def test_containerd_pulls_from_peer_with_origin_stopped(
     name = "library/offline"
     image = fresh_registry.push_oci_image(name, "v1", layer_sizes=[3_000_000, 200_000])
     ref = f"docker.io/{name}:v1"
-    with tracker_process(tmp_path) as tracker, \
-            _node(tmp_path, "a", tracker, fresh_registry.url) as a, \
-            _node(tmp_path, "b", tracker, fresh_registry.url) as b:  # fmt: skip
-        _wait_peers(tracker, 2)
+    tracker = cluster.tracker(tmp_path)
+    a = cluster.peer(tmp_path, "a", tracker=tracker.url, upstream=fresh_registry.url)
+    b = cluster.peer(tmp_path, "b", tracker=tracker.url, upstream=fresh_registry.url)
+    with start_all(tracker), start_all(a, b):
+        wait_peers(tracker.url, 2)
         hosts_a = tmp_path / "hosts-a"
         write_hosts_toml(hosts_a, "docker.io", a.url, server=DEAD)
         result = containerd.pull(ref, hosts_a)
         assert result.returncode == 0, result.stderr
         for digest in image.blobs:
-            _wait_held(tracker, digest, 1)
+            wait_held(tracker.url, digest, 1)
         time.sleep(0.5)  # tag resolutions reach the tracker in the background
         fresh_registry.stop()
         containerd.ctr("images", "rm", ref)
