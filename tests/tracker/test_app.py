@@ -10,6 +10,9 @@ from typing import Any
 import httpx
 import msgpack
 import pytest
+import trio
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tracker import protocol as p
 from tracker.app import TrackerApp
@@ -367,3 +370,53 @@ def test_openapi_mutations_declare_bearer_auth_and_refusals() -> None:
         assert ("security" in operation) == mutating, (method, path)
         if mutating:
             assert {"401", "403"} <= set(operation["responses"]), (method, path)
+
+
+# --- fuzz: whatever arrives, the answer is never a 500 -----------------------------------
+
+MESSAGES_FOR_FUZZ: list[p.Message] = [
+    announce("b", 1, 2),
+    p.Lookup(digest=d(1), peer_id="x"),
+    p.Leave(peer_id="a", session=S),
+    p.PiecesQuery(digest=d(1)),
+    p.LeaseRequest(digest=d(1), piece_index=0, peer_id="a", session=S, ttl=1.0),
+]
+
+FUZZ_PATHS = [*PEER_ROUTES, "/admin/peers", "/admin/blobs", f"/admin/blobs/{d(1)}",
+              "/admin/peers/a/drain", "/admin/peers/a/ban", "/healthz", "/", "/nope"]  # fmt: skip
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    method=st.sampled_from(["GET", "POST", "DELETE", "PUT", "PATCH"]),
+    path=st.one_of(st.sampled_from(FUZZ_PATHS), st.text(max_size=40).map(lambda t: "/" + t)),
+    query=st.dictionaries(
+        st.sampled_from(["limit", "offset", "x"]), st.text(max_size=8), max_size=2
+    ),
+    body=st.one_of(
+        st.binary(max_size=300), st.builds(p.encode, st.sampled_from(MESSAGES_FOR_FUZZ))
+    ),
+    content_type=st.sampled_from([p.MEDIA_TYPE, "application/json", "", "text/plain; charset=x"]),
+    token=st.sampled_from([None, TOKEN, "wrong"]),
+)
+def test_fuzzed_requests_never_get_a_500(
+    method: str, path: str, query: dict[str, str], body: bytes, content_type: str, token: str | None
+) -> None:
+    headers = {"content-type": content_type} if content_type else {}
+    if token is not None:
+        headers["authorization"] = f"Bearer {token}"
+
+    async def one() -> httpx.Response:
+        app = make_app(Clock())
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+            await c.post("/v1/announce", content=p.encode(announce("a", 1)), headers=MSGPACK)
+            return await c.request(method, path, params=query, content=body, headers=headers)
+
+    try:
+        response = trio.run(one)
+    except httpx.InvalidURL:
+        return  # httpx itself refuses to send such a URL
+    assert response.status_code < 500, (response.status_code, response.text)
+    if response.status_code >= 400:
+        assert set(response.json()) == {"error", "message"}
