@@ -328,6 +328,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stores", default="memory,redis")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks-tracker.md")
     parser.add_argument("--no-ceiling", action="store_true", help="skip the bare hypercorn row")
+    parser.add_argument("--repeat", type=int, default=1, help="runs per store; the best is kept")
     parser.add_argument("--serve-bare", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve_bare:
@@ -335,26 +336,33 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     load_before = Path("/proc/loadavg").read_text().split()[:3]
-    rows, redis_proc, workdir = [], None, Path(tempfile.mkdtemp(prefix="shoal-bench-redis-"))
+    stores = args.stores.split(",") + ([] if args.no_ceiling else ["bare"])
+    runs: dict[str, list[dict[str, Any]]] = {store: [] for store in stores}
+    redis_proc, workdir = None, Path(tempfile.mkdtemp(prefix="shoal-bench-redis-"))
+    sock = workdir / "redis.sock"
     try:
-        stores = args.stores.split(",") + ([] if args.no_ceiling else ["bare"])
-        for store in stores:
-            url = store
-            if store == "redis":
-                sock = workdir / "redis.sock"
-                redis_proc = subprocess.Popen(
-                    ["redis-server", "--port", "0", "--unixsocket", str(sock), "--save", "", "--appendonly", "no"],
-                    stdout=subprocess.DEVNULL, start_new_session=True,
-                )  # fmt: skip
-                while not sock.exists():
-                    time.sleep(0.05)
-                url = f"unix://{sock}"
-            rows.append(run_store(url, args, redis_proc.pid if redis_proc else None))
+        if "redis" in stores:
+            redis_proc = subprocess.Popen(
+                ["redis-server", "--port", "0", "--unixsocket", str(sock), "--save", "", "--appendonly", "no"],
+                stdout=subprocess.DEVNULL, start_new_session=True,
+            )  # fmt: skip
+            while not sock.exists():
+                time.sleep(0.05)
+        for _ in range(args.repeat):  # interleaved, so machine noise hits every store alike
+            for store in stores:
+                url = store
+                if store == "redis":
+                    import redis
+
+                    redis.Redis(unix_socket_path=str(sock)).flushall()
+                    url = f"unix://{sock}"
+                runs[store].append(run_store(url, args, redis_proc.pid if redis_proc else None))
     finally:
         if redis_proc is not None:
             redis_proc.terminate()
             redis_proc.wait(timeout=30)
         shutil.rmtree(workdir, ignore_errors=True)
+    rows = [max(runs[store], key=lambda r: r["populate"]) for store in stores]
 
     command = "python -m bench.tracker_load " + " ".join(sys.argv[1:] if argv is None else argv)
     report = "\n".join([
@@ -367,7 +375,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{' '.join(Path('/proc/loadavg').read_text().split()[:3])} (the machine is shared)",
         f"- load: {args.peers:,} peers × {args.blobs:,} blobs; each peer holds {args.held} blobs "
         f"and downloads {args.in_progress}; {args.clients} client processes × 1 connection × "
-        f"{args.pipeline} pipelined requests; {args.lookups:,} sequential lookups (limit 16)",
+        f"{args.pipeline} pipelined requests; {args.lookups:,} sequential lookups (limit 16); "
+        f"best of {args.repeat} interleaved run(s) per store, by populate rate",
         "",
         table(rows),
         "",
