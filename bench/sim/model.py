@@ -1,0 +1,768 @@
+"""The swarm: N shoal nodes pulling one blob, on the real scheduler and the real tracker.
+
+What is real and what is modelled
+---------------------------------
+Real code, called as the node calls it:
+
+* ``peer.mesh.scheduler.PieceScheduler`` (one per downloading node, configured as
+  ``peer.mesh.fetch.BlobFetch`` configures it), fed ``on_bitfield``/``on_have``/
+  ``on_piece_ok``/``on_busy``/``on_timeout``/``on_peer_gone`` and asked
+  ``next_requests(now)``;
+* ``peer.mesh.pieces.PiecePlan.for_size`` and ``Bitfield``;
+* ``tracker.registry.Registry`` (announce, leave, lookup with ``tracker.model.rank`` /
+  ``tier_of``, and origin-fetch leases through ``tracker.records``), fed the same protocol
+  messages the node sends.
+
+Modelled after ``peer/mesh/fetch.py`` and ``peer/mesh/swarm.py`` (constants imported
+from there where they exist):
+
+* a download announces itself ``ANNOUNCE_DEBOUNCE`` after it starts and when it ends
+  (``MIN_ANNOUNCE_GAP`` apart), and every ``interval`` (0.9–1.1×) otherwise, with
+  ``load`` = peers known to the fetch and ``upload_slots`` = ``MAX_REQUESTS``;
+* it looks holders up at start and every ``LOOKUP_INTERVAL``, with
+  ``limit = 2 × MAX_LINKS_PER_BLOB``, remembers every address returned and links to the
+  first ``MAX_LINKS_PER_BLOB`` of them (links it already has are kept: like
+  ``Swarm.find_peers``, nothing caps the total);
+* a link exchanges ``Interested`` + ``Bitfield`` both ways; every verified piece is
+  announced with ``Have`` to every linked peer;
+* an origin assignment first takes a lease at the tracker (``LEASE_TTL``, never renewed or
+  released, as in ``BlobFetch._from_origin``); a refused lease is
+  ``on_busy(ORIGIN, i, now, min(max(expires - now, 0.2), LEASE_TTL))`` plus a link to the
+  holder if its address is known; a granted one is an HTTP range request to the origin
+  (one channel per request, after ``origin_rtt``);
+* a piece from a peer is accepted only if its hash is known: the node refreshes the
+  tracker's piece hashes at most every ``HASH_REFRESH`` s, otherwise the piece is thrown
+  away with ``on_busy(peer, i, now, 0.2)``; a request unanswered after
+  ``PEER_PIECE_TIMEOUT`` is cancelled with ``on_timeout``;
+* a departing node leaves the tracker, its links break (``on_peer_gone`` at each peer,
+  its transfers are lost) and its leases run out on their own.
+
+The network (:mod:`bench.sim.network`) is fluid: per-link FIFO channels, max-min fair
+over node upload and download capacities and the origin's upload. Time advances in steps
+of ``dt``; events inside a step keep their exact times, and a node re-plans
+(``next_requests``) at the end of every step in which something happened to it, or
+``TICK`` after its last plan. A tracker round trip (lease, hash refresh) costs one step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import heapq
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from bench.sim.network import Network
+from peer.mesh.fetch import HASH_REFRESH, LEASE_TTL, LOOKUP_INTERVAL, PEER_PIECE_TIMEOUT, TICK
+from peer.mesh.pieces import Bitfield, PiecePlan
+from peer.mesh.scheduler import ORIGIN, Origin, PieceScheduler, SchedulerConfig
+from peer.mesh.swarm import ANNOUNCE_DEBOUNCE, MAX_LINKS_PER_BLOB, MAX_REQUESTS, MIN_ANNOUNCE_GAP
+from tracker import protocol as p
+from tracker.model import DEFAULT_ANNOUNCE_INTERVAL, Policy
+from tracker.registry import Registry
+
+__all__ = ["Config", "Result", "Simulation", "lower_bound"]
+
+DIGEST = "sha256:" + "ab" * 32
+EPOCH = 1_700_000_000.0  # virtual t = 0 in the tracker's Unix seconds
+MB = 1e6
+
+
+@dataclass(frozen=True, kw_only=True)
+class Config:
+    """One scenario. Rates in bytes/s, times in seconds."""
+
+    nodes: int = 1000
+    size: int = 1 << 30
+    up: float = 125e6  # node upload
+    down: float = 125e6  # node download (inf: unlimited)
+    origin_up: float = 125e6
+    slow_fraction: float = 0.0  # this share of nodes gets slow_factor x up and down
+    slow_factor: float = 0.1
+    arrival: str = "flash"  # flash | rolling
+    spread: float = 0.0  # rolling: arrivals uniform over [0, spread)
+    leave_fraction: float = 0.0  # this share of nodes leaves mid-transfer
+    mode: str = "mesh"  # mesh | server (no P2P, no leases: every node from the origin)
+    origin_rtt: float = 0.02  # time to first byte of an origin range request
+    dt: float | None = None  # step; default: a tenth of a piece at the fastest node rate
+    replan: float = 0.0  # a node re-plans at most this often (0: every step it is poked)
+    scheduler: dict[str, Any] = field(default_factory=dict)  # SchedulerConfig overrides
+    # What-ifs (None/False: as shipped). Each stands for a change to the shipped code:
+    max_links: int | None = None  # Swarm: links per blob capped in total, both directions
+    lease_ttl: float = LEASE_TTL  # fetch.LEASE_TTL
+    lease_renew: bool = False  # BlobFetch: renew the lease every ttl/2 while fetching
+    # Tracker: at most K origin fetches of a blob in flight (leases renewed while fetching),
+    # and no lease for a piece whose hash a live node recorded (fetch it from that node);
+    # a node refused for the cap backs the origin off for every piece for origin_retry.
+    lease_cap: int | None = None
+    origin_retry: float = 0.25
+    early_lookup: bool = False  # Swarm: first lookup after our own announce, not before
+    seed: int = 1
+    max_time: float = 3600.0
+    bucket: float = 0.5  # seconds per bin of the origin egress time series
+
+    def piece_plan(self) -> PiecePlan:
+        return PiecePlan.for_size(self.size)
+
+    def step(self) -> float:
+        if self.dt is not None:
+            return self.dt
+        fastest = max(r for r in (self.up, self.down, self.origin_up) if math.isfinite(r))
+        return min(0.02, max(0.001, self.piece_plan().piece_size / fastest / 10))
+
+
+def lower_bound(cfg: Config) -> float:
+    """max{F/u_s, F/d_min, N F / (u_s + sum u_i)} (Kumar & Ross) for this scenario."""
+    ups, downs = capacities(cfg)
+    f = cfg.size
+    return max(
+        f / cfg.origin_up,
+        f / float(np.min(downs)),
+        cfg.nodes * f / (cfg.origin_up + float(np.sum(ups))),
+    )
+
+
+def capacities(cfg: Config) -> tuple[np.ndarray, np.ndarray]:
+    """Upload and download capacity of every node (slow nodes are the first ids)."""
+    slow = round(cfg.nodes * cfg.slow_fraction)
+    ups = np.full(cfg.nodes, cfg.up)
+    downs = np.full(cfg.nodes, cfg.down)
+    ups[:slow] *= cfg.slow_factor
+    downs[:slow] *= cfg.slow_factor
+    return ups, downs
+
+
+class _Req:
+    __slots__ = ("ch", "issued", "node", "piece", "source", "start_at")
+
+    def __init__(self, node: int, source: int | Origin, piece: int, issued: float) -> None:
+        self.node = node
+        self.source = source
+        self.piece = piece
+        self.issued = issued
+        self.ch = -1
+        self.start_at = issued
+
+
+class _Node:
+    __slots__ = (
+        "announce_at",
+        "arrival",
+        "bits",
+        "contiguous",
+        "dead",
+        "dirty",
+        "done_at",
+        "down",
+        "from_origin",
+        "from_peers",
+        "hash_refreshed",
+        "id",
+        "known",
+        "last_announce",
+        "last_plan",
+        "leave_at",
+        "links",
+        "name",
+        "out",
+        "per_src",
+        "sched",
+        "session",
+        "up",
+    )
+
+    def __init__(self, i: int, up: float, down: float, arrival: float) -> None:
+        self.id = i
+        self.name = f"node-{i:05d}"
+        self.session = i.to_bytes(16, "big")
+        self.up = up
+        self.down = down
+        self.arrival = arrival
+        self.leave_at = math.inf
+        self.sched: PieceScheduler[int] | None = None
+        self.bits: Bitfield | None = None
+        self.contiguous = 0
+        self.done_at = math.nan
+        self.dead = False
+        self.dirty = False
+        self.links: set[int] = set()  # peers touched for the blob (both directions)
+        self.known: set[int] = set()  # addresses learned from lookups
+        self.out: dict[tuple[int | Origin, int], _Req] = {}
+        self.per_src: dict[int, int] = {}  # outstanding requests per peer
+        self.hash_refreshed = -math.inf
+        self.last_plan = -math.inf
+        self.last_announce = -math.inf
+        self.announce_at = math.inf
+        self.from_origin = 0
+        self.from_peers = 0
+
+
+@dataclass
+class Result:
+    """What one run measured (times are per node: completion minus arrival)."""
+
+    cfg: Config
+    bound: float
+    times: np.ndarray  # completion times of nodes that finished
+    arrivals: np.ndarray
+    left_early: int
+    unfinished: int
+    origin_bytes: float
+    egress_series: np.ndarray  # origin bytes per cfg.bucket
+    counters: dict[str, float]
+    wall: float
+    sim_time: float
+    costs: dict[str, tuple[int, float]]  # real-code call counts and total seconds
+
+    def pct(self, q: float) -> float:
+        return float(np.percentile(self.times, q)) if self.times.size else math.nan
+
+    def summary(self) -> dict[str, float]:
+        f = self.cfg.size
+        return {
+            "p50": self.pct(50),
+            "p99": self.pct(99),
+            "max": float(self.times.max()) if self.times.size else math.nan,
+            "bound": self.bound,
+            "p50/bound": self.pct(50) / self.bound,
+            "p99/bound": self.pct(99) / self.bound,
+            "max/bound": (float(self.times.max()) if self.times.size else math.nan) / self.bound,
+            "origin/F": self.origin_bytes / f,
+        }
+
+
+class Simulation:
+    """One run of :class:`Config`; call :meth:`run`."""
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.plan = cfg.piece_plan()
+        self.n_pieces = self.plan.count
+        self.rng = random.Random(cfg.seed)
+        n = cfg.nodes
+        ups, downs = capacities(cfg)
+        if cfg.arrival == "flash":
+            arrivals = [0.0] * n
+        elif cfg.arrival == "rolling":
+            arrivals = sorted(self.rng.uniform(0.0, cfg.spread) for _ in range(n))
+        elif cfg.arrival == "stagger":  # node k starts at k x spread (bench/swarm.py rolling)
+            arrivals = [k * cfg.spread for k in range(n)]
+        else:
+            raise ValueError(f"unknown arrival {cfg.arrival!r}")
+        order = list(range(n))
+        self.rng.shuffle(order)  # slow nodes arrive anywhere in a rolling update
+        self.nodes = [
+            _Node(i, float(ups[i]), float(downs[i]), arrivals[order[i]]) for i in range(n)
+        ]
+        self.origin = n  # endpoint id of the origin
+        self.net = Network([*ups.tolist(), cfg.origin_up], [*downs.tolist(), math.inf])
+        self.registry = Registry(Policy(), rng=random.Random(cfg.seed + 1))
+        self.sched_cfg = dict(cfg.scheduler)
+        self.endgame = SchedulerConfig(**self.sched_cfg).endgame_pieces
+        self.per_peer = SchedulerConfig(**self.sched_cfg).per_peer
+        self.pending = {node.id for node in self.nodes}
+        self.links: dict[tuple[int, int], int] = {}  # (src, dst) -> channel
+        self.inflight_leases: dict[int, tuple[float, str]] = {}  # piece -> (expiry, holder)
+        self.recorded: dict[int, int] = {}  # piece -> node that recorded its hash first
+        self.hash_at = [math.inf] * self.n_pieces  # when each piece's hash reached the tracker
+        self.events: list[tuple[float, int, str, Any]] = []
+        self._seq = 0
+        self.dt = cfg.step()
+        self.counters: dict[str, float] = dict.fromkeys(
+            (
+                "requests_peer",
+                "requests_origin",
+                "lease_refused",
+                "origin_fetches",
+                "origin_duplicate",
+                "hedges",
+                "endgame",
+                "cancelled",
+                "wasted_bytes",
+                "hash_miss",
+                "timeouts",
+                "lookups",
+                "links",
+                "pieces_from_peers",
+                "pieces_from_origin",
+                "plans",
+                "steps",
+            ),
+            0,
+        )
+        self.origin_fetched = [0] * self.n_pieces
+        self.costs: dict[str, list[float]] = {
+            k: [0, 0.0]
+            for k in (
+                "next_requests",
+                "on_have",
+                "on_bitfield",
+                "on_piece_ok",
+                "lookup",
+                "lease",
+                "announce",
+                "maxmin",
+            )
+        }
+        self.egress: list[float] = []
+        self.link_counts: list[int] = []
+        leavers = self.rng.sample(range(n), round(n * cfg.leave_fraction))
+        self.leavers = set(leavers)
+        for i in range(n):
+            node = self.nodes[i]
+            self._push(node.arrival, "arrive", i)
+            self._announce(node, min(0.0, node.arrival) - 1.0)  # the node's service start
+
+    # -- events --------------------------------------------------------------------------
+    def _push(self, t: float, kind: str, payload: Any) -> None:
+        self._seq += 1
+        heapq.heappush(self.events, (t, self._seq, kind, payload))
+
+    def _timed(self, name: str, fn: Any, *args: Any) -> Any:
+        t0 = time.perf_counter()
+        out = fn(*args)
+        cost = self.costs[name]
+        cost[0] += 1
+        cost[1] += time.perf_counter() - t0
+        return out
+
+    # -- tracker -------------------------------------------------------------------------
+    def _announce(self, node: _Node, t: float) -> None:
+        held: tuple[p.BlobHeld, ...] = ()
+        progress: tuple[p.BlobInProgress, ...] = ()
+        if not math.isnan(node.done_at):
+            held = (p.BlobHeld(DIGEST, self.cfg.size),)
+        elif node.sched is not None:
+            written = min(node.contiguous * self.plan.piece_size, self.cfg.size)
+            progress = (p.BlobInProgress(DIGEST, self.cfg.size, written),)
+        msg = p.Announce(
+            peer_id=node.name, session=node.session, host="10.0.0.1", port=5051,
+            held=held, in_progress=progress, upload_slots=MAX_REQUESTS,
+            load=len(node.links) if node.sched is not None else 0,
+            bytes_from_origin=node.from_origin, bytes_from_peers=node.from_peers,
+        )  # fmt: skip
+        reply = self._timed("announce", self.registry.announce, msg, EPOCH + t)
+        node.last_announce = t
+        node.announce_at = math.inf
+        interval = reply.interval or DEFAULT_ANNOUNCE_INTERVAL
+        self._push(t + interval * (0.9 + 0.2 * self.rng.random()), "announce", node.id)
+
+    def _announce_soon(self, node: _Node, t: float) -> None:
+        at = max(t + ANNOUNCE_DEBOUNCE, node.last_announce + MIN_ANNOUNCE_GAP)
+        if at < node.announce_at:
+            node.announce_at = at
+            self._push(at, "announce_soon", node.id)
+
+    def _lookup(self, node: _Node, t: float, limit: int) -> list[int]:
+        q = p.Lookup(digest=DIGEST, peer_id=node.name, limit=limit)
+        reply = self._timed("lookup", self.registry.lookup, q, EPOCH + t)
+        self.counters["lookups"] += 1
+        ids = [int(a.peer_id[5:]) for a in reply.peers]
+        node.known.update(ids)
+        return ids
+
+    # -- links ---------------------------------------------------------------------------
+    def _link(self, a: _Node, b: _Node, t: float) -> None:
+        """``a`` dials ``b`` for the blob: Interested + Bitfield both ways."""
+        if b.id in a.links or b.dead or a.dead or a.id == b.id:
+            return
+        cap = self.cfg.max_links
+        if cap is not None and (len(a.links) >= cap or len(b.links) >= cap):
+            return
+        self.counters["links"] += 1
+        a.links.add(b.id)
+        b.links.add(a.id)
+        for me, them in ((a, b), (b, a)):
+            if me.sched is not None:
+                bits = self._bits_of(them)
+                if bits is not None:
+                    self._timed("on_bitfield", me.sched.on_bitfield, them.id, bits)
+                    me.dirty = True
+
+    def _bits_of(self, node: _Node) -> Bitfield | None:
+        if not math.isnan(node.done_at):
+            return Bitfield.full(self.n_pieces)
+        if node.bits is not None:
+            return Bitfield.from_bytes(node.bits.to_bytes(), self.n_pieces)
+        return None
+
+    def _channel(self, src: int, dst: int) -> int:
+        ch = self.links.get((src, dst))
+        if ch is None:
+            ch = self.links[(src, dst)] = self.net.open(src, dst)
+        return ch
+
+    # -- node lifecycle --------------------------------------------------------------------
+    def _arrive(self, node: _Node, t: float) -> None:
+        cfg = SchedulerConfig(
+            **{"seed": (node.id * 2654435761) & 0xFFFF, "origin_slots": 2, **self.sched_cfg}
+        )
+        if self.cfg.mode == "server":
+            cfg = dataclasses.replace(cfg, origin_slots=max(cfg.origin_slots, 1))
+        node.sched = PieceScheduler(self.plan, config=cfg)
+        node.bits = Bitfield(self.n_pieces)
+        node.dirty = True
+        if node.id in self.leavers:
+            self._push(t + self.rng.uniform(0.2, 1.0) * lower_bound(self.cfg), "leave", node.id)
+        if self.cfg.mode == "mesh":
+            self._lookup(node, t, MAX_LINKS_PER_BLOB)  # Swarm.blob_size: addresses only
+            self._push(t + (0.1 if self.cfg.early_lookup else 0.0), "lookup", node.id)
+            self._announce_soon(node, t)
+
+    def _find_peers(self, node: _Node, t: float) -> None:
+        if node.sched is None or node.dead:
+            return
+        ids = self._lookup(node, t, MAX_LINKS_PER_BLOB * 2)
+        for i in ids[:MAX_LINKS_PER_BLOB]:
+            self._link(node, self.nodes[i], t)
+        self._push(t + LOOKUP_INTERVAL, "lookup", node.id)
+
+    def _complete(self, node: _Node, t: float) -> None:
+        node.done_at = t
+        self.pending.discard(node.id)
+        node.sched = None
+        node.bits = None
+        for req in list(node.out.values()):
+            self._cancel(node, req, t)
+        if self.cfg.mode == "mesh":
+            self._announce_soon(node, t)
+
+    def _leave(self, node: _Node, t: float) -> None:
+        if node.dead or not math.isnan(node.done_at):
+            return
+        node.dead = True
+        self.pending.discard(node.id)
+        self.registry.leave(p.Leave(peer_id=node.name, session=node.session), EPOCH + t)
+        for req in list(node.out.values()):
+            self._cancel(node, req, t)
+        node.sched = None
+        for other_id in node.links:
+            other = self.nodes[other_id]
+            other.links.discard(node.id)
+            for key in [k for k in other.out if k[0] == node.id]:
+                req = other.out[key]
+                self._out_del(other, req)
+                self._drop(req, t)
+            if other.sched is not None:
+                other.sched.on_peer_gone(node.id)
+                other.dirty = True
+        for key in [k for k in self.links if node.id in k]:
+            _, wasted = self.net.close(self.links.pop(key))
+            self.counters["wasted_bytes"] += wasted
+        node.links.clear()
+
+    # -- requests ------------------------------------------------------------------------
+    @staticmethod
+    def _out_add(node: _Node, req: _Req) -> None:
+        node.out[(req.source, req.piece)] = req
+        if not isinstance(req.source, Origin):
+            node.per_src[req.source] = node.per_src.get(req.source, 0) + 1
+
+    @staticmethod
+    def _out_del(node: _Node, req: _Req) -> None:
+        del node.out[(req.source, req.piece)]
+        if not isinstance(req.source, Origin):
+            left = node.per_src[req.source] - 1
+            if left:
+                node.per_src[req.source] = left
+            else:
+                del node.per_src[req.source]
+
+    def _plan(self, node: _Node, t: float) -> None:
+        sched = node.sched
+        assert sched is not None
+        node.dirty = False
+        node.last_plan = t
+        self.counters["plans"] += 1
+        assignments = self._timed("next_requests", sched.next_requests, t)
+        for a in assignments:
+            source, index = a.source, a.piece
+            if len(sched.sources(index)) > 1:  # a second source for a piece in flight
+                self.counters["endgame" if sched.missing <= self.endgame else "hedges"] += 1
+            req = _Req(node.id, source, index, t)
+            self._out_add(node, req)
+            if isinstance(source, Origin):
+                self._request_origin(node, req, t)
+            else:
+                self._request_peer(node, req, t)
+
+    def _request_peer(self, node: _Node, req: _Req, t: float) -> None:
+        src = self.nodes[req.source]  # type: ignore[index]
+        self.counters["requests_peer"] += 1
+        if src.dead or src.id not in node.links:
+            self._out_del(node, req)
+            node.sched.on_peer_gone(src.id)  # type: ignore[union-attr]
+            return
+        req.ch = self._channel(src.id, node.id)
+        self.net.push(req.ch, req, self.plan.length(req.piece))
+        self._push(t + PEER_PIECE_TIMEOUT, "timeout", req)
+
+    def _request_origin(self, node: _Node, req: _Req, t: float) -> None:
+        self.counters["requests_origin"] += 1
+        cfg = self.cfg
+        if cfg.mode == "mesh":
+            if cfg.lease_cap is not None and self._capped(node, req, t):
+                return
+            lease = p.LeaseRequest(
+                digest=DIGEST, piece_index=req.piece, peer_id=node.name,
+                session=node.session, ttl=cfg.lease_ttl,
+            )  # fmt: skip
+            reply = self._timed("lease", self.registry.lease, lease, EPOCH + t)
+            if not reply.granted and reply.holder != node.name:
+                self.counters["lease_refused"] += 1
+                # the refusal arrives one tracker round trip (one step) later
+                self._push(t + self.dt, "refused", (req, reply.holder, reply.expires_at - EPOCH))
+                return
+            self.inflight_leases[req.piece] = (reply.expires_at - EPOCH, node.name)
+            if cfg.lease_renew or cfg.lease_cap is not None:
+                self._push(t + cfg.lease_ttl / 2, "renew", req)
+        req.start_at = t + cfg.origin_rtt
+        self._push(req.start_at, "origin_start", req)
+
+    def _capped(self, node: _Node, req: _Req, t: float) -> bool:
+        """What-if origin coordination at the tracker (see ``Config.lease_cap``)."""
+        recorder = self.recorded.get(req.piece)
+        if recorder is not None and not self.nodes[recorder].dead:
+            # the piece's hash is recorded: its recorder has it, fetch it from there
+            self.counters["lease_refused"] += 1
+            holder = self.nodes[recorder].name
+            self._push(t + self.dt, "refused", (req, holder, t + self.cfg.lease_ttl))
+            return True
+        live = [v for v in self.inflight_leases.values() if v[0] > t]
+        mine = self.inflight_leases.get(req.piece, (0.0, ""))[1] == node.name
+        if len(live) >= self.cfg.lease_cap and not mine:  # type: ignore[operator]
+            self.counters["lease_refused"] += 1
+            self._push(t + self.dt, "refused", (req, min(live)[1], None))
+            return True
+        return False
+
+    def _renew(self, req: _Req, t: float) -> None:
+        node = self.nodes[req.node]
+        if node.out.get((ORIGIN, req.piece)) is not req or node.dead:
+            return
+        lease = p.LeaseRequest(
+            digest=DIGEST, piece_index=req.piece, peer_id=node.name,
+            session=node.session, ttl=self.cfg.lease_ttl,
+        )  # fmt: skip
+        reply = self._timed("lease", self.registry.lease, lease, EPOCH + t)
+        if reply.granted:
+            self.inflight_leases[req.piece] = (reply.expires_at - EPOCH, node.name)
+            self._push(t + self.cfg.lease_ttl / 2, "renew", req)
+
+    def _refused(self, req: _Req, holder: str, expires: float | None, t: float) -> None:
+        node = self.nodes[req.node]
+        if node.out.get((ORIGIN, req.piece)) is not req or node.sched is None:
+            return
+        self._out_del(node, req)
+        holder_id = int(holder[5:])
+        if holder_id in node.known:  # Swarm.want_link
+            self._link(node, self.nodes[holder_id], t)
+        if expires is None:  # what-if lease cap: back the origin off for every piece
+            assert node.bits is not None
+            for index in range(self.n_pieces):
+                if index not in node.bits and (ORIGIN, index) not in node.out:
+                    node.sched.on_busy(ORIGIN, index, t, self.cfg.origin_retry)
+        else:
+            wait = min(max(expires - t, 0.2), LEASE_TTL)
+            node.sched.on_busy(ORIGIN, req.piece, req.issued, wait)
+        node.dirty = True
+
+    def _origin_start(self, req: _Req, t: float) -> None:
+        node = self.nodes[req.node]
+        if node.out.get((ORIGIN, req.piece)) is not req:
+            return
+        self.counters["origin_fetches"] += 1
+        self.origin_fetched[req.piece] += 1
+        if self.origin_fetched[req.piece] > 1:
+            self.counters["origin_duplicate"] += 1
+        req.ch = self.net.open(self.origin, node.id)
+        self.net.push(req.ch, req, self.plan.length(req.piece))
+
+    def _cancel(self, node: _Node, req: _Req, t: float) -> None:
+        """Abandon ``req`` on the wire (a loser of a hedge/endgame race, or a timeout)."""
+        if node.out.get((req.source, req.piece)) is req:
+            self._out_del(node, req)
+        self._drop(req, t)
+
+    def _drop(self, req: _Req, t: float) -> None:
+        if req.ch < 0:
+            return
+        self.counters["cancelled"] += 1
+        if isinstance(req.source, Origin):
+            _, wasted = self.net.close(req.ch)
+        else:
+            wasted = self.net.cancel(req.ch, req)
+        req.ch = -1
+        self.counters["wasted_bytes"] += wasted
+
+    def _timeout(self, req: _Req, t: float) -> None:
+        node = self.nodes[req.node]
+        if node.out.get((req.source, req.piece)) is not req or node.sched is None:
+            return
+        self.counters["timeouts"] += 1
+        self._cancel(node, req, t)
+        node.sched.on_timeout(req.source, req.piece, t)
+        node.dirty = True
+
+    def _delivered(self, req: _Req, t: float) -> None:
+        node = self.nodes[req.node]
+        index = req.piece
+        length = self.plan.length(index)
+        if isinstance(req.source, Origin) and req.ch >= 0:
+            self.net.close(req.ch)
+        req.ch = -1
+        if node.out.get((req.source, index)) is not req:
+            self.counters["wasted_bytes"] += length  # cancelled while in the same step
+            return
+        self._out_del(node, req)
+        sched = node.sched
+        assert sched is not None
+        assert node.bits is not None
+        if isinstance(req.source, Origin):
+            self.hash_at[index] = min(self.hash_at[index], t)
+            self.inflight_leases.pop(index, None)
+            self.recorded.setdefault(index, node.id)
+            node.from_origin += length
+            self.counters["pieces_from_origin"] += 1
+        else:
+            if self.hash_at[index] > node.hash_refreshed:
+                if t - node.hash_refreshed > HASH_REFRESH:
+                    node.hash_refreshed = t
+                else:  # BlobFetch._hash_of: no hash yet, the piece is not taken
+                    self.counters["hash_miss"] += 1
+                    self.counters["wasted_bytes"] += length
+                    sched.on_busy(req.source, index, t, 0.2)
+                    node.dirty = True
+                    return
+            node.from_peers += length
+            self.counters["pieces_from_peers"] += 1
+        if index in node.bits:
+            return
+        losers = self._timed("on_piece_ok", sched.on_piece_ok, req.source, index, t)
+        for loser in losers:
+            other = node.out.get((loser.source, loser.piece))
+            if other is not None:
+                self._cancel(node, other, t)
+        node.bits.set(index)
+        while node.contiguous < self.n_pieces and node.contiguous in node.bits:
+            node.contiguous += 1
+        sched.set_read_position(node.contiguous)
+        node.dirty = True
+        t0 = time.perf_counter()
+        calls = 0
+        me, nodes, per_peer = node.id, self.nodes, self.per_peer
+        for peer_id in node.links:
+            peer = nodes[peer_id]
+            if peer.sched is not None:
+                peer.sched.on_have(me, index)
+                calls += 1
+                # a Have can only lead to a request if we may still ask that peer more
+                if peer.per_src.get(me, 0) < per_peer:
+                    peer.dirty = True
+        cost = self.costs["on_have"]
+        cost[0] += calls
+        cost[1] += time.perf_counter() - t0
+        if sched.done:
+            self._complete(node, t)
+
+    # -- the loop ------------------------------------------------------------------------
+    def _handle(self, kind: str, payload: Any, t: float) -> None:
+        if kind == "arrive":
+            self._arrive(self.nodes[payload], t)
+        elif kind == "lookup":
+            self._find_peers(self.nodes[payload], t)
+        elif kind == "announce":
+            node = self.nodes[payload]
+            if not node.dead and t >= node.last_announce + MIN_ANNOUNCE_GAP:
+                self._announce(node, t)
+        elif kind == "announce_soon":
+            node = self.nodes[payload]
+            if not node.dead and node.announce_at == t:
+                self._announce(node, t)
+        elif kind == "origin_start":
+            self._origin_start(payload, t)
+        elif kind == "refused":
+            req, holder, expires = payload
+            self._refused(req, holder, expires, t)
+        elif kind == "renew":
+            self._renew(payload, t)
+        elif kind == "timeout":
+            self._timeout(payload, t)
+        elif kind == "leave":
+            self._leave(self.nodes[payload], t)
+        else:  # pragma: no cover
+            raise ValueError(kind)
+
+    def run(self, *, progress: bool = False) -> Result:
+        cfg = self.cfg
+        wall0 = time.perf_counter()
+        t = min(n.arrival for n in self.nodes)
+        dt = self.dt
+        last_report = wall0
+        egress_prev = 0.0
+        origin = self.origin
+        bucket_bytes = np.zeros(int(cfg.max_time / cfg.bucket) + 2)
+        while self.pending and t < cfg.max_time:
+            t1 = t + dt
+            idle = self.net.active == 0 and self.events and self.events[0][0] > t1
+            if idle and not any(n.sched is not None for n in self.nodes):
+                t1 = self.events[0][0]  # nothing moves until the next event: jump
+            t_mm = time.perf_counter()
+            recomputes = self.net.recomputes
+            done = self.net.advance(t, t1)
+            if self.net.recomputes != recomputes:
+                cost = self.costs["maxmin"]
+                cost[0] += 1
+                cost[1] += time.perf_counter() - t_mm
+            sent = float(self.net.sent[origin])
+            bucket_bytes[min(int(t / cfg.bucket), len(bucket_bytes) - 1)] += sent - egress_prev
+            egress_prev = sent
+            todo: list[tuple[float, int, str, Any]] = [
+                (tt, 0, "done", item) for tt, _, item in done
+            ]
+            while self.events and self.events[0][0] <= t1:
+                todo.append(heapq.heappop(self.events))
+            todo.sort(key=lambda e: (e[0], e[1]))
+            for tt, _, kind, payload in todo:
+                if kind == "done":
+                    self._delivered(payload, tt)
+                else:
+                    self._handle(kind, payload, tt)
+            t = t1
+            self.counters["steps"] += 1
+            for node in self.nodes:
+                if node.sched is None:
+                    continue
+                if (
+                    node.dirty and t - node.last_plan >= cfg.replan - 1e-12
+                ) or t - node.last_plan >= TICK:
+                    self._plan(node, t)
+            if progress and time.perf_counter() - last_report > 5:
+                last_report = time.perf_counter()
+                finished = sum(1 for n in self.nodes if not math.isnan(n.done_at))
+                print(
+                    f"  t={t:7.2f}s  done {finished}/{cfg.nodes}  active flows {self.net.active}"
+                    f"  origin {self.net.sent[origin] / cfg.size:.2f}F  wall {last_report - wall0:.0f}s",
+                    flush=True,
+                )
+        times = np.array([n.done_at - n.arrival for n in self.nodes if not math.isnan(n.done_at)])
+        arrivals = np.array([n.arrival for n in self.nodes if not math.isnan(n.done_at)])
+        n_buckets = int(t / cfg.bucket) + 1
+        return Result(
+            cfg=cfg,
+            bound=lower_bound(cfg),
+            times=times,
+            arrivals=arrivals,
+            left_early=sum(1 for n in self.nodes if n.dead),
+            unfinished=sum(1 for n in self.nodes if not n.dead and math.isnan(n.done_at)),
+            origin_bytes=float(self.net.sent[origin]),
+            egress_series=bucket_bytes[:n_buckets],
+            counters=dict(self.counters),
+            wall=time.perf_counter() - wall0,
+            sim_time=t,
+            costs={k: (int(v[0]), float(v[1])) for k, v in self.costs.items()},
+        )

@@ -1,0 +1,120 @@
+"""The swarm simulator's network model and its end-to-end sanity (bench/sim)."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+
+np = pytest.importorskip("numpy")
+
+from bench.sim.model import Config, Simulation, lower_bound  # noqa: E402
+from bench.sim.network import Network, maxmin  # noqa: E402
+
+MIB = 1 << 20
+
+
+def water_fill(flows: list[tuple[int, int]], up: list[float], down: list[float]) -> list[float]:
+    """Textbook progressive filling: raise every unfrozen flow together until a resource fills."""
+    rate = [0.0] * len(flows)
+    frozen = [False] * len(flows)
+    cap = {("u", i): c for i, c in enumerate(up)} | {("d", i): c for i, c in enumerate(down)}
+    while not all(frozen):
+        users: dict[tuple[str, int], list[int]] = {}
+        for f, (s, d) in enumerate(flows):
+            if not frozen[f]:
+                users.setdefault(("u", s), []).append(f)
+                users.setdefault(("d", d), []).append(f)
+        step = min(cap[r] / len(fs) for r, fs in users.items())
+        for r, fs in users.items():
+            cap[r] -= step * len(fs)
+        for f in range(len(flows)):
+            if not frozen[f]:
+                rate[f] += step
+        for r, fs in users.items():
+            if cap[r] <= 1e-9 * max(1.0, step):
+                for f in fs:
+                    frozen[f] = True
+    return rate
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_maxmin_is_the_progressive_filling_allocation(seed: int) -> None:
+    rng = random.Random(seed)
+    n = rng.randint(2, 9)
+    up = [rng.choice([1.0, 2.0, 5.0, 10.0]) for _ in range(n)]
+    down = [rng.choice([1.0, 3.0, 8.0, math.inf]) for _ in range(n)]
+    flows = [(rng.randrange(n), rng.randrange(n)) for _ in range(rng.randint(1, 25))]
+    flows = [(s, d) for s, d in flows if s != d] or [(0, 1)]
+    rates, _ = maxmin(
+        np.array([s for s, _ in flows]),
+        np.array([d for _, d in flows]),
+        np.array(up),
+        np.array(down),
+    )
+    assert rates == pytest.approx(water_fill(flows, up, down), rel=1e-6)
+
+
+def test_fifo_channel_and_fair_share() -> None:
+    net = Network([10.0, 100.0, 100.0], [100.0, 100.0, 100.0])
+    a, b = net.open(0, 1), net.open(0, 2)
+    net.push(a, "a1", 10)
+    net.push(a, "a2", 10)
+    net.push(b, "b1", 20)
+    done = net.advance(0.0, 10.0)
+    # the source's 10 B/s is split 5/5: a1 ends at 2 s, a2 at 4 s, b1 at 4 s
+    assert [(round(t, 6), item) for t, _, item in done] == [(2.0, "a1"), (4.0, "a2"), (4.0, "b1")]
+    assert net.sent[0] == pytest.approx(40.0)
+
+
+def test_cancel_reports_the_bytes_already_sent() -> None:
+    net = Network([10.0, 100.0], [100.0, 100.0])
+    ch = net.open(0, 1)
+    net.push(ch, "x", 100)
+    net.push(ch, "y", 100)
+    assert net.advance(0.0, 3.0) == []
+    assert net.cancel(ch, "y") == 0.0
+    assert net.cancel(ch, "x") == pytest.approx(30.0)
+    assert net.active == 0
+
+
+@pytest.mark.parametrize(("origin", "down"), [(20e6, 50e6), (50e6, 20e6)])
+def test_one_node_from_the_origin_takes_f_over_the_narrower_link(
+    origin: float, down: float
+) -> None:
+    cfg = Config(nodes=1, size=32 * MIB, up=down, down=down, origin_up=origin, origin_rtt=0.0)
+    result = Simulation(cfg).run()
+    assert result.times[0] == pytest.approx(cfg.size / min(origin, down), rel=0.03)
+    assert result.origin_bytes == pytest.approx(cfg.size)
+
+
+def test_plain_server_time_without_p2p() -> None:
+    # 10 nodes, no P2P: max(N·F/u_s, F/d) — here the origin (5 × d) is the bottleneck
+    cfg = Config(
+        nodes=10, size=16 * MIB, up=10e6, down=10e6, origin_up=50e6, mode="server", origin_rtt=0.0
+    )
+    result = Simulation(cfg).run()
+    expected = max(cfg.nodes * cfg.size / cfg.origin_up, cfg.size / cfg.down)
+    assert np.median(result.times) == pytest.approx(expected, rel=0.03)
+    assert result.origin_bytes == pytest.approx(cfg.nodes * cfg.size)
+
+
+def test_plain_server_with_a_fast_origin_is_limited_by_the_downlink() -> None:
+    cfg = Config(
+        nodes=10, size=16 * MIB, up=10e6, down=10e6, origin_up=1e9, mode="server", origin_rtt=0.0
+    )
+    result = Simulation(cfg).run()
+    assert result.times.max() == pytest.approx(cfg.size / cfg.down, rel=0.03)
+
+
+def test_a_small_mesh_respects_the_lower_bound_and_fetches_each_piece_once() -> None:
+    cfg = Config(nodes=12, size=24 * MIB, up=20e6, down=40e6, origin_up=20e6, origin_rtt=0.001)
+    result = Simulation(cfg).run()
+    assert result.times.size == cfg.nodes
+    bound = lower_bound(cfg)
+    assert result.times.min() >= cfg.size / cfg.down * 0.99
+    assert result.times.max() >= bound * 0.99
+    assert result.times.max() <= bound * 2.0  # P2P: far below the plain server's N·F/u_s = 12×
+    assert result.origin_bytes == pytest.approx(cfg.size, rel=0.05)
+    assert result.counters["pieces_from_peers"] > result.counters["pieces_from_origin"]
