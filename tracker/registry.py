@@ -175,7 +175,7 @@ class Registry:
         if blob is None:
             return p.LookupReply(digest=q.digest, size=0)
         deadline = now - self.policy.peer_ttl
-        peers, rng = self._peers, self._rng
+        peers, uniform = self._peers, self._rng.random
         pool = [*blob.complete, *blob.partial]
         n = len(pool)
         candidates: list[tuple[int, tuple[_Peer, bool]]] = []
@@ -186,7 +186,7 @@ class Registry:
         for i in range(min(n, LOOKUP_SAMPLE)):
             if best >= q.limit:
                 break
-            j = rng.randrange(i, n)
+            j = i + int(uniform() * (n - i))  # randrange(i, n) without its Python overhead
             pool[i], pool[j] = pool[j], pool[i]
             peer_id = pool[i]
             peer = peers[peer_id]

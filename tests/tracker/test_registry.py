@@ -478,14 +478,14 @@ def test_lookup_examines_a_bounded_random_sample(reg: Registry) -> None:
     for i in range(1000):
         reg.announce(announce(f"p{i}", (1,), load=1), T0)  # all tier 1: no early stop
     draws = 0
-    randrange = reg._rng.randrange
+    uniform = reg._rng.random
 
-    def counting(start: int, stop: int) -> int:
+    def counting() -> float:
         nonlocal draws
         draws += 1
-        return randrange(start, stop)
+        return uniform()
 
-    reg._rng.randrange = counting  # type: ignore[method-assign,assignment]  # count draws
+    reg._rng.random = counting  # type: ignore[method-assign]  # count the examined holders
     assert len(set(lookup(reg, 1, limit=16))) == 16
     assert draws == LOOKUP_SAMPLE
     # With idle holders the scan stops as soon as `limit` of them are found.
