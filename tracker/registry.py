@@ -46,21 +46,9 @@ LOOKUP_SAMPLE: Final = 2 * p.MAX_LOOKUP_LIMIT
 class _Peer:
     """Mutable state of one peer (internal)."""
 
-    __slots__ = (
-        "bytes_from_origin",
-        "bytes_from_peers",
-        "bytes_served",
-        "draining",
-        "held",
-        "host",
-        "last_seen",
-        "load",
-        "partial",
-        "peer_id",
-        "port",
-        "session",
-        "upload_slots",
-    )
+    __slots__ = ("bytes_from_origin", "bytes_from_peers", "bytes_served", "draining", "held",
+                 "host", "last_seen", "load", "partial", "peer_id", "port", "session",
+                 "upload_slots")  # fmt: skip
 
     def __init__(self, peer_id: str, session: bytes) -> None:
         self.peer_id = peer_id
