@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from peer.errors import ConfigError
+from tracker.auth import ClusterKeys
 
 _SIZE_UNITS: Final = {
     "": 1, "b": 1,
@@ -79,7 +80,7 @@ class PeerConfig:
     origin_timeout: float = 30.0
     upload_rate: int | None = None
     download_rate: int | None = None
-    cluster_secret: str | None = None
+    cluster_secret: str | None = field(default=None, repr=False)
     node_id: str | None = None
 
 
@@ -106,7 +107,11 @@ PEER_FLAGS: Final = [
     ),
     ("upload-rate", "P2P upload limit in bytes/s, e.g. 100MB (default unlimited)", "size"),
     ("download-rate", "P2P download limit in bytes/s (default unlimited)", "size"),
-    ("cluster-secret", "shared secret that authenticates peers and tracker traffic", "str"),
+    (
+        "cluster-secret",
+        "shared secret that authenticates peers and tracker traffic; 'new,old' while rotating",
+        "str",
+    ),
     ("node-id", "stable id of this node (default: derived from the data dir)", "str"),
 ]
 
@@ -206,6 +211,11 @@ def peer_config(raw: Mapping[str, Any]) -> PeerConfig:
         raise
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"bad setting: {exc}") from exc
+    if kw.get("cluster_secret") is not None:
+        try:
+            ClusterKeys.parse(kw["cluster_secret"])
+        except ValueError as exc:
+            raise ConfigError(f"--cluster-secret: {exc}") from None
     tracker = kw.get("tracker", "auto")
     if tracker not in ("auto", "none") and not tracker.startswith(("http://", "https://")):
         raise ConfigError(f"--tracker wants a URL, 'auto' or 'none', got {tracker!r}")

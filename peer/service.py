@@ -10,7 +10,14 @@ import trio
 
 from peer.config import PeerConfig
 from peer.httpserver import serve_http
-from peer.mesh.node import SharedTags, advertise_address, follow_mdns, node_id, tracker_client
+from peer.mesh.node import (
+    SharedTags,
+    advertise_address,
+    cluster_keys,
+    follow_mdns,
+    node_id,
+    tracker_client,
+)
 from peer.mesh.swarm import Swarm
 from peer.metrics import NodeMetrics
 from peer.mirror.allows import AllowList
@@ -44,7 +51,10 @@ async def _start_mesh(
         peer_id=peer_id, advertise=advertise_address(config), cache=ctx.cache,
         flights=ctx.flights, upstream=upstream, tracker=client, metrics=ctx.metrics,
         upload_rate=config.upload_rate, download_rate=config.download_rate,
+        keys=cluster_keys(config),
     )  # fmt: skip
+    if swarm.keys is None:
+        LOGGER.warning("no --cluster-secret: any host that reaches the P2P port may link")
     ctx.mesh = swarm
     ctx.stall_timeout = max(10.0, config.origin_timeout)
     tags = SharedTags(swarm, ctx.nursery)

@@ -23,7 +23,9 @@ async def run_up(
     config: PeerConfig, *, shutdown_trigger: Callable[[], Awaitable[object]] | None = None
 ) -> None:
     host, port = parse_hostport(os.environ.get("SHOAL_TRACKER_LISTEN", "0.0.0.0:5052"))
-    tracker_config = TrackerConfig(listen_host=host, listen_port=port)
+    tracker_config = TrackerConfig(
+        listen_host=host, listen_port=port, cluster_secret=config.cluster_secret
+    )
     stop = trio.Event()
     async with trio.open_nursery() as nursery:
         bound = await nursery.start(lambda task_status: serve_tracker(

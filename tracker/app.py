@@ -9,6 +9,10 @@ Routes (the OpenAPI document ``tracker/openapi.json`` describes every one)::
     GET    /admin/...  POST/DELETE /admin/...      admin JSON API (tracker.admin)
     GET    /healthz  /metrics  /openapi.json  /    health, Prometheus, schema, status page
 
+With a cluster secret, every ``/v1`` request must be signed (``X-Shoal-Auth``, see
+``tracker.auth``) or is answered ``401 cluster_auth`` before its body is decoded; the
+2xx answers to signed requests are signed in turn.
+
 The shell only moves bytes: it caps and reads bodies, decodes them with
 ``tracker.protocol``, calls the store with ``now`` from its clock, and renders any
 :class:`~tracker.errors.TrackerError` as a JSON error with the error's ``status_hint``.
@@ -22,11 +26,13 @@ import importlib.resources
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Final
 
 from tracker import protocol as p
 from tracker.admin import AdminApi
 from tracker.asgi import (
+    Message,
     Receive,
     Request,
     Response,
@@ -35,6 +41,14 @@ from tracker.asgi import (
     error_response,
     json_response,
     send_response,
+)
+from tracker.auth import (
+    HEADER,
+    ClusterKeys,
+    ReplayGuard,
+    SignedRequest,
+    sign_response,
+    verify_request,
 )
 from tracker.errors import MethodNotAllowed, NotFound, TrackerError, UnsupportedMediaType
 from tracker.metrics import TrackerMetrics
@@ -66,6 +80,8 @@ class TrackerApp:
         admin_token: Bearer token for admin mutations; None refuses them all (403).
         clock: Wall clock in Unix seconds (tests inject a fake).
         metrics: Metrics to update (a fresh private registry by default).
+        cluster_keys: When given, every ``/v1`` request must carry a valid
+            ``X-Shoal-Auth`` signature (``tracker.auth``), or is refused with 401.
     """
 
     def __init__(
@@ -75,8 +91,11 @@ class TrackerApp:
         admin_token: str | None = None,
         clock: Callable[[], float] = time.time,
         metrics: TrackerMetrics | None = None,
+        cluster_keys: ClusterKeys | None = None,
     ) -> None:
         self.store = store
+        self._keys = cluster_keys
+        self._replays = ReplayGuard()
         self.metrics = metrics or TrackerMetrics()
         self._clock = clock
         self.admin = AdminApi(store, admin_token=admin_token, clock=clock)
@@ -113,6 +132,13 @@ class TrackerApp:
         route = "unmatched"
         try:
             route, handler = self._resolve(request)
+            if self._keys is not None and route.startswith("/v1/"):
+                signed = await self._authenticate(request)
+                response = await handler(request)
+                value = sign_response(
+                    self._keys, request=signed, status=response.status, body=response.body
+                )
+                return route, replace(response, headers=(*response.headers, (HEADER, value)))
             return route, await handler(request)
         except TrackerError as exc:
             return route, error_response(exc)
@@ -129,6 +155,21 @@ class TrackerApp:
         if handler is None:
             raise MethodNotAllowed(f"{request.method} not allowed", allow=tuple(methods))
         return route, handler
+
+    async def _authenticate(self, request: Request) -> SignedRequest:
+        """Check the cluster signature over the whole body, then let the handler re-read it."""
+        assert self._keys is not None
+        body = await request.body(p.MAX_BODY)
+        signed = verify_request(
+            self._keys, request.headers.get(HEADER), method=request.method, path=request.path,
+            body=body, now=self._clock(), replays=self._replays,
+        )  # fmt: skip
+
+        async def replay() -> Message:
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        request.receive = replay
+        return signed
 
     @staticmethod
     async def _lifespan(receive: Receive, send: Send) -> None:

@@ -130,8 +130,9 @@ def error_response(error: TrackerError) -> Response:
     allow = getattr(error, "allow", None)
     if allow is not None:
         headers.append(("allow", ", ".join(allow)))
-    if error.status_hint == 401:
-        headers.append(("www-authenticate", 'Bearer realm="shoal-tracker"'))
+    challenge = getattr(error, "challenge", None)
+    if error.status_hint == 401 and challenge is not None:
+        headers.append(("www-authenticate", challenge))
     payload = {"error": error.code, "message": error.message}
     return json_response(error.status_hint, payload, headers=tuple(headers))
 

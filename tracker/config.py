@@ -13,10 +13,11 @@ import os
 import re
 import tomllib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+from tracker.auth import ClusterKeys
 from tracker.errors import ConfigError
 from tracker.model import DEFAULT_ANNOUNCE_INTERVAL, DEFAULT_PEER_TTL
 
@@ -31,6 +32,9 @@ FLAGS: Final = (
     ("listen", "str", f"HOST:PORT to serve on (default 0.0.0.0:{DEFAULT_PORT})"),
     ("store", "str", "'memory' (default), redis://HOST:PORT/DB or unix:///path/redis.sock"),
     ("admin-token", "str", "bearer token for admin mutations (default: mutations refused)"),
+    ("cluster-secret", "str",
+     "shared secret every /v1 request must be signed with; 'new,old' while rotating "
+     "(default: /v1 open)"),
     ("mdns", "bool", "advertise _shoal-tracker._tcp.local. over mDNS (default on)"),
     ("mdns-interface", "list", "IPv4 address to advertise on, repeatable (default: all)"),
     ("announce-interval", "duration",
@@ -46,7 +50,8 @@ class TrackerConfig:
     listen_host: str = "0.0.0.0"
     listen_port: int = DEFAULT_PORT
     store: str = "memory"
-    admin_token: str | None = None
+    admin_token: str | None = field(default=None, repr=False)
+    cluster_secret: str | None = field(default=None, repr=False)
     mdns: bool = True
     mdns_interfaces: tuple[str, ...] = ()
     announce_interval: float = DEFAULT_ANNOUNCE_INTERVAL
@@ -156,6 +161,12 @@ def _validate(raw: Mapping[str, Any]) -> TrackerConfig:
         kw["store"] = store
     if raw.get("admin_token"):
         kw["admin_token"] = str(raw["admin_token"])
+    if raw.get("cluster_secret"):
+        try:
+            ClusterKeys.parse(str(raw["cluster_secret"]))
+        except ValueError as exc:
+            raise ConfigError(f"--cluster-secret: {exc}") from None
+        kw["cluster_secret"] = str(raw["cluster_secret"])
     if "mdns" in raw:
         kw["mdns"] = parse_bool(raw["mdns"], "mdns")
     if "mdns_interface" in raw:

@@ -7,6 +7,7 @@
     │   ├── BadMessage                   400  a peer-protocol body failed to decode
     │   └── UnsupportedVersion           400  a peer speaks a protocol version we do not
     ├── Unauthorized                     401  admin call without the right bearer token
+    │   └── ClusterAuthFailed            401  /v1 request without a valid cluster signature
     ├── Forbidden                        403  admin calls disabled (no token configured)
     │   └── PeerBanned                   403  an operator banned this peer id
     ├── NotFound                         404  unknown route, peer, blob or record
@@ -67,6 +68,17 @@ class Unauthorized(TrackerError):
 
     status_hint = 401
     code = "unauthorized"
+    #: The ``WWW-Authenticate`` challenge sent with the 401.
+    challenge: ClassVar[str] = 'Bearer realm="shoal-tracker"'
+
+
+class ClusterAuthFailed(Unauthorized):
+    """A ``/v1`` request of the peer protocol lacks a valid ``X-Shoal-Auth`` signature
+    (no header, wrong cluster secret, clock skew, replay): the sender is not a member of
+    the cluster, or needs its clock or ``--cluster-secret`` fixed."""
+
+    code = "cluster_auth"
+    challenge = 'Shoal-HMAC realm="shoal-cluster"'
 
 
 class Forbidden(TrackerError):

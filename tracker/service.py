@@ -21,6 +21,7 @@ from hypercorn.trio import serve as hypercorn_serve
 
 from tracker import discovery
 from tracker.app import TrackerApp
+from tracker.auth import ClusterKeys
 from tracker.config import TrackerConfig
 from tracker.errors import StoreUnavailable
 from tracker.model import Policy
@@ -85,7 +86,10 @@ async def serve(
     """
     policy = Policy(announce_interval=config.announce_interval, peer_ttl=config.peer_ttl)
     store = store if store is not None else open_store(config.store, policy)
-    app = TrackerApp(store, admin_token=config.admin_token, clock=clock)
+    keys = ClusterKeys.parse(config.cluster_secret) if config.cluster_secret else None
+    app = TrackerApp(store, admin_token=config.admin_token, clock=clock, cluster_keys=keys)
+    if keys is None:
+        LOGGER.warning("no --cluster-secret: any host that reaches this tracker may use /v1")
     stopping = trio.Event()
     try:
         async with trio.open_nursery() as nursery:

@@ -17,7 +17,10 @@ Theory of operation
   (Bitfield, Have, Interested, Goodbye) goes out on the ``events`` channel, whose bounded
   buffer pushes back on the reader and so on the peer.
 * **Handshake first**: ``run`` sends ours, waits up to ``handshake_timeout`` for theirs,
-  and reports it through ``task_status.started`` (check its ``mac`` there).
+  and reports it through ``task_status.started``. On an authenticated link (the
+  connection has the cluster keys) it answers their handshake with our ``Auth`` and
+  reports nothing until theirs has been verified, so no caller can send or serve anything
+  to a peer that has not proved it knows the cluster secret.
 * **Errors** of any task end the whole link and are re-raised by ``run`` as they are
   (``RemoteProtocolError``, ``trio.BrokenResourceError``, ``trio.TooSlowError``, ...), not
   wrapped in an exception group. Pending ``request`` calls then raise
@@ -42,6 +45,7 @@ from peer.errors import LocalProtocolError
 from peer.mesh.ratelimit import CHUNK, TokenBucket, acquire
 from peer.mesh.wire.connection import NEED_DATA, Closed, PeerConnection
 from peer.mesh.wire.messages import (
+    Auth,
     Busy,
     Cancel,
     Goodbye,
@@ -297,9 +301,13 @@ class PeerLink:
             event = self.conn.next_event()
             if event is NEED_DATA:
                 await self._receive()
-            elif isinstance(event, Handshake):
+            elif isinstance(event, Handshake) and self.conn.requires_auth:
+                self.send_nowait(self.conn.auth())
+            elif isinstance(event, Handshake | Auth):  # Auth: verified by the connection
+                theirs = self.conn.their_handshake
+                assert theirs is not None
                 self._slots.unpark_all()
-                return event
+                return theirs
             else:  # Closed, or a Goodbye refusing us (the state table allows nothing else)
                 reason = event.reason if isinstance(event, Goodbye) else "EOF"
                 raise trio.BrokenResourceError(f"peer left before its handshake: {reason!r}")

@@ -21,6 +21,7 @@ from peer.mesh.tracker_client import TrackerClient
 from peer.mirror.names import Target
 from peer.mirror.tags import TagEntry
 from tracker import protocol as p
+from tracker.auth import ClusterKeys
 
 LOGGER = logging.getLogger(__name__)
 
@@ -86,9 +87,16 @@ def advertise_address(config: PeerConfig) -> str:
         return "127.0.0.1"
 
 
+def cluster_keys(config: PeerConfig) -> ClusterKeys | None:
+    """The cluster secret(s) of ``--cluster-secret``, or None (links and tracker open)."""
+    return ClusterKeys.parse(config.cluster_secret) if config.cluster_secret else None
+
+
 def tracker_client(config: PeerConfig, peer_id: str) -> TrackerClient:
     url = config.tracker if "://" in config.tracker else ""
-    return TrackerClient(url, peer_id=peer_id, session=node_session(config))
+    return TrackerClient(
+        url, peer_id=peer_id, session=node_session(config), keys=cluster_keys(config)
+    )
 
 
 async def follow_mdns(client: TrackerClient, swarm: Swarm) -> None:

@@ -39,6 +39,7 @@ from peer.mesh.local import LocalPieces
 from peer.mesh.pieces import Bitfield, PiecePlan, hash_piece
 from peer.mesh.ratelimit import TokenBucket
 from peer.mesh.tracker_client import NodeState, TrackerClient, backoff_delay
+from peer.mesh.wire.connection import PeerConnection
 from peer.mesh.wire.messages import (
     Bitfield as BitfieldMsg,
 )
@@ -57,6 +58,7 @@ from peer.mirror.flight import Download, Flights
 from peer.mirror.names import Target
 from peer.mirror.upstream import Upstream
 from tracker import protocol as p
+from tracker.auth import ClusterKeys
 
 LOGGER = logging.getLogger(__name__)
 
@@ -70,6 +72,8 @@ EVENT_BUFFER: Final = 256
 ANNOUNCE_DEBOUNCE: Final = 0.05
 # Our own floor between announces; the tracker refuses faster ones (tracker.model).
 MIN_ANNOUNCE_GAP: Final = 0.25
+# Handshake nonce: 256 random bits, the HMAC key size (twice wire.messages.MIN_NONCE).
+NONCE: Final = 32
 
 
 class Swarm:
@@ -87,8 +91,10 @@ class Swarm:
         metrics: NodeMetrics,
         upload_rate: int | None = None,
         download_rate: int | None = None,
+        keys: ClusterKeys | None = None,
     ) -> None:
         self.peer_id = peer_id
+        self.keys = keys  # cluster secret(s): links are authenticated when set
         self.advertise = advertise
         self.port = 0
         self.cache = cache
@@ -124,7 +130,10 @@ class Swarm:
             task_status.started(self.port)
 
     def hello(self) -> Handshake:
-        return Handshake(peer_id=self.peer_id, max_requests=MAX_REQUESTS)
+        """Our handshake for one new link, with a fresh nonce (its Auth challenge)."""
+        return Handshake(
+            peer_id=self.peer_id, max_requests=MAX_REQUESTS, nonce=secrets.token_bytes(NONCE)
+        )
 
     async def _accept(self, stream: trio.SocketStream) -> None:
         await self._run_link(stream, None)
@@ -136,8 +145,9 @@ class Swarm:
         task_status: trio.TaskStatus[PeerLink | None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         send, receive = trio.open_memory_channel[Message](EVENT_BUFFER)
+        conn = PeerConnection(keys=self.keys, dialer=expected is not None)
         link = PeerLink(
-            stream, self.hello(), events=send, serve=self._serve,
+            stream, self.hello(), events=send, serve=self._serve, conn=conn,
             upload=self.upload, download=self.download,
         )  # fmt: skip
         peer: str | None = None

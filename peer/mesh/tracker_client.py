@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import logging
 import random
+import secrets
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
@@ -28,7 +30,9 @@ import httpx
 import trio
 
 from peer.errors import TrackerRejected, TrackerUnavailable
+from tracker import auth
 from tracker import protocol as p
+from tracker.auth import ClusterKeys
 from tracker.errors import BadRequest
 
 LOGGER = logging.getLogger(__name__)
@@ -71,6 +75,9 @@ class TrackerClient:
         client: An httpx client to use (tests pass one with a mock or ASGI transport);
             by default the tracker client makes and owns one.
         timeout: Per-request timeout in seconds when making its own client.
+        keys: The cluster secret(s): every request is signed (``X-Shoal-Auth``,
+            :mod:`tracker.auth`) when given.
+        clock: Wall clock in Unix seconds, for the signature's timestamp.
     """
 
     def __init__(
@@ -81,10 +88,14 @@ class TrackerClient:
         session: bytes,
         client: httpx.AsyncClient | None = None,
         timeout: float = DEFAULT_TIMEOUT,
+        keys: ClusterKeys | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.peer_id = peer_id
         self.session = session
+        self._keys = keys
+        self._clock = clock
         self._owned = client is None
         self._http = client or httpx.AsyncClient(timeout=timeout)
 
@@ -108,10 +119,18 @@ class TrackerClient:
         self, path: str, message: p.Message, reply: type[R], *, missing_ok: bool = False
     ) -> R | None:
         url = self.base_url + path
+        body = p.encode(message)
+        headers = {"content-type": p.MEDIA_TYPE}
+        keys = self._keys
+        signed = None
+        if keys is not None:
+            signed = auth.sign_request(
+                keys, method="POST", path=path, body=body, now=self._clock(),
+                nonce=secrets.token_bytes(16),
+            )  # fmt: skip
+            headers[auth.HEADER] = signed.header()
         try:
-            response = await self._http.post(
-                url, content=p.encode(message), headers={"content-type": p.MEDIA_TYPE}
-            )
+            response = await self._http.post(url, content=body, headers=headers)
         except httpx.TimeoutException as exc:
             raise TrackerUnavailable(f"tracker timed out: POST {url}") from exc
         except httpx.TransportError as exc:
@@ -120,6 +139,14 @@ class TrackerClient:
             return None
         if not response.is_success:
             raise TrackerRejected(_describe(response), status=response.status_code)
+        if keys is not None and signed is not None and not auth.verify_response(
+            keys, response.headers.get(auth.HEADER), request=signed,
+            status=response.status_code, body=response.content,
+        ):  # fmt: skip
+            raise TrackerUnavailable(
+                f"{url} answered without the cluster's signature: not our tracker, "
+                "or one without --cluster-secret"
+            )
         try:
             return p.decode(reply, response.content)
         except BadRequest as exc:

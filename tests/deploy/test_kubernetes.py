@@ -300,6 +300,7 @@ def test_tracker_settings_parse(objects: list[Obj]) -> None:
     c = container(tracker, "tracker")
     config = tracker_parse_args(c["args"][1:], environ=container_env(objects, c))
     assert config.admin_token
+    assert config.cluster_secret
     assert config.mdns is False
     assert config.store.startswith("redis://")
 

@@ -106,3 +106,12 @@ def test_unknown_toml_key_is_an_error(tmp_path: Path) -> None:
 def test_bad_flags(argv: list[str]) -> None:
     with pytest.raises(ConfigError):
         _parse(argv)
+
+
+def test_cluster_secret_from_env_is_checked_and_hidden() -> None:
+    secret = "0123456789abcdef-secret"
+    config = _parse([], {"SHOAL_CLUSTER_SECRET": secret})
+    assert config.cluster_secret == secret
+    assert secret not in repr(config)
+    with pytest.raises(ConfigError, match="at least 16 bytes"):
+        _parse(["--cluster-secret", "short"])

@@ -107,3 +107,17 @@ def test_parse_duration(text: str, seconds: float) -> None:
 )
 def test_parse_hostport(text: str, pair: tuple[str, int]) -> None:
     assert parse_hostport(text) == pair
+
+
+def test_cluster_secret_flag_and_env() -> None:
+    secret = "0123456789abcdef-secret"
+    assert parse_args([], environ={"SHOAL_CLUSTER_SECRET": secret}).cluster_secret == secret
+    config = parse_args(["--cluster-secret", f"{secret},old-{secret}"], environ={})
+    assert config.cluster_secret == f"{secret},old-{secret}"
+    assert secret not in repr(config)
+    assert "admin-token-value" not in repr(
+        parse_args(["--admin-token", "admin-token-value"], environ={})
+    )
+    assert parse_args([], environ={}).cluster_secret is None
+    with pytest.raises(ConfigError, match="at least 16 bytes"):
+        parse_args(["--cluster-secret", "short"], environ={})

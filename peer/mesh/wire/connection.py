@@ -19,6 +19,12 @@ keeps the request books for both directions, which is what makes pipelining safe
   swallowed (``send`` returns ``b""``), so the serving side needs no locking against
   Cancel. Cancelling something already answered sends nothing either.
 
+Authenticated links (``keys`` given, Rule 5 of the state table): after the handshakes
+each side sends :class:`Auth` (:meth:`PeerConnection.auth` builds ours), and the peer's is
+verified on arrival (:mod:`~peer.mesh.wire.auth`). Until it has been, nothing but the
+peer's Handshake and Auth is accepted, and we may send nothing but ours: no Request is
+served and no Bitfield leaks to a node that does not know the secret.
+
 Errors: anything the peer does wrong raises :class:`RemoteProtocolError`, anything we do
 wrong :class:`LocalProtocolError`; both leave the connection in ``ERROR`` for good.
 """
@@ -27,14 +33,17 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Final, Literal, NoReturn
+from typing import TYPE_CHECKING, Final, Literal, NoReturn
 
 from peer.errors import LocalProtocolError, ProtocolError, RemoteProtocolError
+from peer.mesh.wire.auth import make_auth, verify_auth
 from peer.mesh.wire.framing import MAX_HEADER, PREFIX_SIZE, FrameBuffer
 from peer.mesh.wire.messages import (
     MAX_PIECE_LENGTH,
+    MIN_NONCE,
     MIN_VERSION,
     PROTOCOL_VERSION,
+    Auth,
     Busy,
     Cancel,
     Goodbye,
@@ -47,6 +56,9 @@ from peer.mesh.wire.messages import (
     encode,
 )
 from peer.mesh.wire.state import Kind, State, kind_of, next_state
+
+if TYPE_CHECKING:
+    from tracker.auth import ClusterKeys
 
 __all__ = [
     "DEFAULT_MAX_FRAME",
@@ -105,6 +117,8 @@ class PeerConnection:
         max_outstanding: Cap on our own outstanding requests, on top of the peer's
             advertised ``max_requests``.
         max_inflight_bytes: Cap on the bytes our outstanding requests ask for.
+        keys: The cluster secret(s); when given the link is authenticated (Rule 5).
+        dialer: We opened the transport (the Auth MACs name each side's role).
     """
 
     def __init__(
@@ -113,6 +127,8 @@ class PeerConnection:
         max_frame: int = DEFAULT_MAX_FRAME,
         max_outstanding: int = DEFAULT_MAX_OUTSTANDING,
         max_inflight_bytes: int = DEFAULT_MAX_INFLIGHT_BYTES,
+        keys: ClusterKeys | None = None,
+        dialer: bool = False,
     ) -> None:
         if max_outstanding < 1 or max_inflight_bytes < 1:
             raise ValueError("max_outstanding and max_inflight_bytes must be positive")
@@ -123,6 +139,10 @@ class PeerConnection:
         self.their_state = State.HANDSHAKE
         self.our_handshake: Handshake | None = None
         self.their_handshake: Handshake | None = None
+        self._keys = keys
+        self._dialer = dialer
+        #: The peer proved it knows the cluster secret (always False without one).
+        self.authenticated = False
         self._eof = False
         self._said_goodbye = False
         self._ours: dict[RequestKey, int] = {}  # our requests awaiting a reply -> length
@@ -141,6 +161,16 @@ class PeerConnection:
         return min(PROTOCOL_VERSION, self.their_handshake.version)
 
     @property
+    def requires_auth(self) -> bool:
+        """Whether this link is authenticated with the cluster secret (Rule 5)."""
+        return self._keys is not None
+
+    @property
+    def ready(self) -> bool:
+        """Whether the peer's handshake (and, when required, its Auth) has arrived."""
+        return self.their_handshake is not None and (self.authenticated or self._keys is None)
+
+    @property
     def outstanding(self) -> int:
         """Our requests not yet answered (nor cancelled)."""
         return len(self._ours)
@@ -153,8 +183,9 @@ class PeerConnection:
     @property
     def request_slots(self) -> int:
         """How many more requests ``send`` would accept now (0 before their handshake)."""
-        if self.their_handshake is None or self.our_state is not State.OPEN:
+        if not self.ready or self.our_state is not State.OPEN:
             return 0
+        assert self.their_handshake is not None
         cap = min(self._max_outstanding, self.their_handshake.max_requests)
         return max(0, cap - len(self._ours))
 
@@ -223,6 +254,15 @@ class PeerConnection:
             if message.version < MIN_VERSION:
                 raise RemoteProtocolError(f"peer speaks version {message.version}")
             self.their_handshake = message
+        elif isinstance(message, Auth):
+            assert self._keys is not None  # the table refuses Auth on open links
+            if self.our_handshake is None or self.their_handshake is None:
+                raise RemoteProtocolError("Auth before our handshake was sent")
+            verify_auth(
+                self._keys, message, ours=self.our_handshake, theirs=self.their_handshake,
+                dialer=self._dialer,
+            )  # fmt: skip
+            self.authenticated = True
         elif isinstance(message, Request):
             limit = 0 if self.our_handshake is None else self.our_handshake.max_requests
             if message.key in self._theirs:
@@ -266,12 +306,34 @@ class PeerConnection:
             self._fail(exc)
         return encode(message)
 
+    def auth(self) -> Auth:
+        """Our Auth for this link, once both handshakes are known.
+
+        Raises:
+            LocalProtocolError: The link is not authenticated, or a handshake is missing.
+        """
+        if self._keys is None or self.our_handshake is None or self.their_handshake is None:
+            raise LocalProtocolError("Auth needs a cluster secret and both handshakes")
+        return make_auth(
+            self._keys, ours=self.our_handshake, theirs=self.their_handshake, dialer=self._dialer
+        )
+
     def _book_send(self, message: Message) -> bool:
-        new = next_state(self.our_state, kind_of(message))
+        kind = kind_of(message)
+        new = next_state(self.our_state, kind, authenticated=self._keys is not None)
         if new is None:
             raise LocalProtocolError(f"cannot send {type(message).__name__} in {self.our_state}")
+        if kind is Kind.OTHER and self._keys is not None and not self.authenticated:
+            raise LocalProtocolError(
+                f"cannot send {type(message).__name__} before the peer has authenticated"
+            )
         if isinstance(message, Handshake):
+            if self._keys is not None and len(message.nonce) < MIN_NONCE:
+                raise LocalProtocolError(f"our nonce must have at least {MIN_NONCE} bytes")
             self.our_handshake = message
+        elif isinstance(message, Auth):
+            if message != self.auth():
+                raise LocalProtocolError("Auth does not match this link's handshakes")
         elif isinstance(message, Request):
             if message.key in self._ours:
                 raise LocalProtocolError(f"piece {message.index} is already requested")
@@ -306,8 +368,17 @@ class PeerConnection:
     # ---- internals -------------------------------------------------------------------
 
     def _advance_theirs(self, kind: Kind) -> None:
-        new = next_state(self.their_state, kind)
+        new = next_state(self.their_state, kind, authenticated=self._keys is not None)
         if new is None:
+            if kind is Kind.AUTH and self._keys is None:
+                raise RemoteProtocolError(
+                    "peer authenticates with a cluster secret and this node has none"
+                )
+            if self.their_state is State.AUTH:
+                raise RemoteProtocolError(
+                    f"peer sent {kind.value} instead of authenticating "
+                    "(it has no --cluster-secret?)"
+                )
             raise RemoteProtocolError(f"peer sent {kind.value} in {self.their_state.value}")
         self.their_state = new
 

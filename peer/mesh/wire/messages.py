@@ -37,8 +37,10 @@ __all__ = [
     "MAX_PIECES",
     "MAX_PIECE_LENGTH",
     "MAX_REQUESTS",
+    "MIN_NONCE",
     "MIN_VERSION",
     "PROTOCOL_VERSION",
+    "Auth",
     "Bitfield",
     "Busy",
     "Cancel",
@@ -71,6 +73,11 @@ MAX_SIZE: Final = 1 << 53
 MAX_RETRY_AFTER: Final = 3600.0
 MAX_REASON: Final = 256
 MAX_NONCE: Final = 64
+#: Shortest nonce a side may use when the cluster is authenticated: 128 random bits make
+#: a repeat (and so a replayable proof) as unlikely as guessing the secret.
+MIN_NONCE: Final = 16
+#: HMAC-SHA256 output size (the Auth message's ``mac``).
+MAC_SIZE: Final = 32
 _DIGEST_LENGTHS: Final = {32: "sha256", 64: "sha512"}
 _ALGORITHM_LENGTHS: Final = {name: size for size, name in _DIGEST_LENGTHS.items()}
 _DIGEST_RE: Final = re.compile(r"(sha256):([0-9a-f]{64})|(sha512):([0-9a-f]{128})")
@@ -124,8 +131,8 @@ def _range(index: object, offset: object) -> None:
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Handshake:
     """First message each way. ``max_requests`` is how many requests the sender accepts
-    outstanding at once; ``nonce``/``mac`` carry cluster authentication (checked by the
-    shell, opaque here)."""
+    outstanding at once. ``nonce`` is fresh random bytes the peer's :class:`Auth` must
+    cover when the cluster has a secret; ``mac`` is reserved (sent as None, ignored)."""
 
     TAG: ClassVar[int] = 1
     version: int = PROTOCOL_VERSION
@@ -287,8 +294,24 @@ class Goodbye:
             raise ValueError(f"reason: longer than {MAX_REASON} characters")
 
 
-Message = Handshake | Bitfield | Have | Interested | Request | Piece | Cancel | Busy | Goodbye
-_TYPES: Final = (Handshake, Bitfield, Have, Interested, Request, Piece, Cancel, Busy, Goodbye)
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Auth:
+    """Second message each way when the cluster has a secret: the sender's proof that it
+    knows it, HMAC-SHA256 over both handshakes (see :mod:`~peer.mesh.wire.auth`)."""
+
+    TAG: ClassVar[int] = 10
+    mac: bytes
+
+    def __post_init__(self) -> None:
+        _bytes("mac", self.mac, MAC_SIZE, MAC_SIZE)
+
+
+Message = (
+    Handshake | Bitfield | Have | Interested | Request | Piece | Cancel | Busy | Goodbye | Auth
+)
+_TYPES: Final = (
+    Handshake, Bitfield, Have, Interested, Request, Piece, Cancel, Busy, Goodbye, Auth,
+)  # fmt: skip
 _TRAILER: Final = "data"
 #: tag -> (constructor, header field names in wire order)
 _LAYOUT: Final[dict[int, tuple[Callable[..., Message], tuple[str, ...]]]] = {

@@ -14,6 +14,11 @@ Rule 3 (nothing after Goodbye)
 Rule 4 (errors are final)
     Any protocol error, in either direction, moves *both* sides to ``ERROR``; every later
     ``send``/``receive_data``/``next_event`` fails fast.
+Rule 5 (authenticated links: Auth second)
+    When the link is authenticated (the cluster has a secret) a side's Handshake moves it
+    to ``AUTH``, where only :class:`Auth` (to ``OPEN``) or Goodbye is legal. Without a
+    secret Auth is illegal everywhere, so a node with a secret and one without refuse
+    each other at the handshake whichever way round.
 
 Request bookkeeping (pipelining limits, matching pieces to requests) lives in
 :mod:`~peer.mesh.wire.connection`; this table only orders message kinds.
@@ -24,7 +29,7 @@ from __future__ import annotations
 import enum
 from typing import Final
 
-from peer.mesh.wire.messages import Goodbye, Handshake, Message
+from peer.mesh.wire.messages import Auth, Goodbye, Handshake, Message
 
 __all__ = ["Kind", "State", "next_state"]
 
@@ -33,6 +38,7 @@ class State(enum.Enum):
     """Where one side of the link is."""
 
     HANDSHAKE = "HANDSHAKE"  # nothing sent yet
+    AUTH = "AUTH"  # handshake sent, Auth not yet (authenticated links only)
     OPEN = "OPEN"
     CLOSED = "CLOSED"  # said Goodbye, or (their side) reached EOF
     ERROR = "ERROR"
@@ -42,6 +48,7 @@ class Kind(enum.Enum):
     """What the table distinguishes: the two special messages, everything else, EOF."""
 
     HANDSHAKE = "handshake"
+    AUTH = "auth"
     GOODBYE = "goodbye"
     OTHER = "other"
     EOF = "eof"
@@ -56,6 +63,14 @@ _TABLE: Final[dict[tuple[State, Kind], State]] = {
     (State.OPEN, Kind.EOF): State.CLOSED,
     (State.CLOSED, Kind.EOF): State.CLOSED,
 }
+#: Rule 5: the same table with an Auth step between Handshake and OPEN.
+_AUTH_TABLE: Final[dict[tuple[State, Kind], State]] = {
+    **_TABLE,
+    (State.HANDSHAKE, Kind.HANDSHAKE): State.AUTH,
+    (State.AUTH, Kind.AUTH): State.OPEN,
+    (State.AUTH, Kind.GOODBYE): State.CLOSED,
+    (State.AUTH, Kind.EOF): State.CLOSED,
+}
 
 
 def kind_of(message: Message) -> Kind:
@@ -64,9 +79,14 @@ def kind_of(message: Message) -> Kind:
         return Kind.HANDSHAKE
     if isinstance(message, Goodbye):
         return Kind.GOODBYE
+    if isinstance(message, Auth):
+        return Kind.AUTH
     return Kind.OTHER
 
 
-def next_state(state: State, kind: Kind) -> State | None:
-    """The state after ``kind`` in ``state``, or None if the pair is illegal."""
-    return _TABLE.get((state, kind))
+def next_state(state: State, kind: Kind, *, authenticated: bool = False) -> State | None:
+    """The state after ``kind`` in ``state``, or None if the pair is illegal.
+
+    ``authenticated`` selects Rule 5's table (the link requires Auth).
+    """
+    return (_AUTH_TABLE if authenticated else _TABLE).get((state, kind))
