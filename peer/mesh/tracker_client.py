@@ -130,7 +130,10 @@ class TrackerClient:
             )  # fmt: skip
             headers[auth.HEADER] = signed.header()
         try:
-            response = await self._http.post(url, content=body, headers=headers)
+            # Shielded (the httpx timeout bounds it): a request cancelled half-way can
+            # leave httpcore's pool wedged under trio, and later tracker calls then hang.
+            with trio.CancelScope(shield=True):
+                response = await self._http.post(url, content=body, headers=headers)
         except httpx.TimeoutException as exc:
             raise TrackerUnavailable(f"tracker timed out: POST {url}") from exc
         except httpx.TransportError as exc:
