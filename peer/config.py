@@ -82,6 +82,8 @@ class PeerConfig:
     download_rate: int | None = None
     cluster_secret: str | None = field(default=None, repr=False)
     node_id: str | None = None
+    #: Registry → (user, password): the node's own credentials; such a registry is private.
+    upstream_credentials: Mapping[str, tuple[str, str]] = field(default_factory=dict, repr=False)
 
 
 # (flag, help, kind) — kind: str | size | duration | hostport | path | list | rate
@@ -113,6 +115,17 @@ PEER_FLAGS: Final = [
         "str",
     ),
     ("node-id", "stable id of this node (default: derived from the data dir)", "str"),
+    (
+        "upstream-credentials",
+        "REGISTRY=USER:PASSWORD for a private registry, repeatable; its content is then "
+        "served only to clients the registry accepts",
+        "list",
+    ),
+    (
+        "upstream-credentials-file",
+        "Docker config.json (or REGISTRY=USER:PASSWORD lines) with upstream credentials",
+        "path",
+    ),
 ]
 
 
@@ -173,6 +186,17 @@ def _parse_upstreams(items: Sequence[str]) -> dict[str, str]:
     return result
 
 
+def _credentials(raw: Mapping[str, Any]) -> dict[str, tuple[str, str]]:
+    from peer.mirror.credentials import load_credentials_file, parse_credentials
+
+    found = {}
+    if "upstream_credentials_file" in raw:
+        found.update(load_credentials_file(Path(raw["upstream_credentials_file"])))
+    if "upstream_credentials" in raw:  # flags win over the file
+        found.update(parse_credentials(raw["upstream_credentials"]))
+    return found
+
+
 def default_data_dir() -> Path:
     if os.geteuid() == 0:
         return Path("/var/lib/shoal")
@@ -207,6 +231,7 @@ def peer_config(raw: Mapping[str, Any]) -> PeerConfig:
                 kw[key] = parse_duration(raw[key])
         if "upstream" in raw:
             kw["upstreams"] = _parse_upstreams(raw["upstream"])
+        kw["upstream_credentials"] = _credentials(raw)
     except ConfigError:
         raise
     except (TypeError, ValueError) as exc:

@@ -20,6 +20,7 @@ from peer.mesh.node import (
 )
 from peer.mesh.swarm import Swarm
 from peer.metrics import NodeMetrics
+from peer.mirror.access import AccessCheck
 from peer.mirror.allows import AllowList
 from peer.mirror.cache import BlobCache
 from peer.mirror.context import NodeContext, OriginSource
@@ -69,6 +70,15 @@ async def _start_mesh(
     return bound
 
 
+def _access(config: PeerConfig, upstream: Upstream) -> AccessCheck | None:
+    """The private-registry gate, when the node has credentials for any registry."""
+    if not config.upstream_credentials:
+        return None
+    LOGGER.info("private registries (clients must prove access): %s",
+                ", ".join(sorted(config.upstream_credentials)))  # fmt: skip
+    return AccessCheck(upstream, config.upstream_credentials)
+
+
 async def serve(
     config: PeerConfig,
     *,
@@ -83,7 +93,10 @@ async def serve(
     metrics = NodeMetrics()
     metrics.cache_bytes.set(cache.used_bytes)
     metrics.cache_entries.set(count)
-    upstream = Upstream(config.upstreams, read_timeout=config.origin_timeout)
+    upstream = Upstream(
+        config.upstreams, credentials=config.upstream_credentials,
+        read_timeout=config.origin_timeout,
+    )  # fmt: skip
     try:
         async with trio.open_nursery() as background:
             ctx = NodeContext(
@@ -95,6 +108,7 @@ async def serve(
                 default_registry=config.default_registry,
                 nursery=background,
                 source=OriginSource(upstream, metrics),
+                access=_access(config, upstream),
             )
             mirror = Mirror(ctx)
             async with trio.open_nursery() as front:

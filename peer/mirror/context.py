@@ -11,6 +11,7 @@ import trio
 
 from peer.mesh.swarm import Swarm
 from peer.metrics import NodeMetrics
+from peer.mirror.access import AccessCheck
 from peer.mirror.allows import AllowList
 from peer.mirror.cache import BlobCache
 from peer.mirror.flight import Flights
@@ -72,5 +73,7 @@ class NodeContext:
     tag_fallback: TagFallback | None = None
     on_tag_resolved: Callable[[Target, str, str, TagEntry], None] | None = None
     mesh: Swarm | None = None
+    # Private registries: who may read what (None: every registry is anonymous).
+    access: AccessCheck | None = None
     # A mesh download with no new piece for this long fails (origin and peers all stalled).
     stall_timeout: float = 30.0

@@ -3,7 +3,9 @@
 Order of checks for ``/v2/...`` (checklist 5.1): method (writes → 405 ``UNSUPPORTED``),
 path shape, name grammar and upstream selection (``ns`` → path prefix → default), the
 ``allows.txt`` whitelist (403 ``DENIED``), reference grammar — all before any origin
-request. Every response carries ``Docker-Distribution-API-Version``.
+request — then, for a private registry, the client's proof of access
+(:mod:`peer.mirror.access`) before anything is served, from the cache or elsewhere.
+Every response carries ``Docker-Distribution-API-Version``.
 """
 
 from __future__ import annotations
@@ -18,7 +20,14 @@ from peer.httpserver import Request, Response
 from peer.mirror.blobs import serve_blob
 from peer.mirror.context import NodeContext
 from peer.mirror.manifests import serve_manifest
-from peer.mirror.names import check_digest, parse_path, select_target
+from peer.mirror.names import (
+    Target,
+    check_digest,
+    check_tag,
+    is_digest,
+    parse_path,
+    select_target,
+)
 from peer.mirror.responses import API_VERSION, error_response, to_registry_error
 
 LOGGER = logging.getLogger(__name__)
@@ -83,6 +92,8 @@ class Mirror:
         if request.method not in _READ_METHODS:
             raise RegistryError("UNSUPPORTED", "only GET and HEAD", status=405)
         if route.kind == "base":
+            if self.ctx.access is not None:
+                self.ctx.access.check_base(request)
             return "base", _json(200, b"{}")
         target = select_target(
             route.name, ns=request.query_one("ns"), default_registry=self.ctx.default_registry
@@ -95,9 +106,11 @@ class Mirror:
                 detail={"image": target.image},
             )
         if route.kind == "manifests":
+            await self._check_access(request, target, "manifests", route.reference)
             return "manifests", await serve_manifest(self.ctx, request, target, route.reference)
         if route.kind == "blobs":
             digest = check_digest(route.reference)
+            await self._check_access(request, target, "blobs", digest)
             return "blobs", await serve_blob(self.ctx, request, target, digest)
         # tags/list and referrers are optional for a mirror; 404 makes clients fall back
         # (referrers: to the sha256-<hex> tag schema, spec.md "Listing Referrers").
@@ -106,3 +119,14 @@ class Mirror:
             f"{route.kind} are not mirrored by this node",
             status=404,
         )
+
+    async def _check_access(
+        self, request: Request, target: Target, kind: str, reference: str
+    ) -> None:
+        """Private registries only: the client must prove access (grammar checked first)."""
+        if self.ctx.access is not None:
+            if kind == "manifests":
+                reference = (
+                    check_digest(reference) if is_digest(reference) else check_tag(reference)
+                )
+            await self.ctx.access.check(request, target, kind, reference)

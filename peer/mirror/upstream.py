@@ -282,6 +282,40 @@ class Upstream:
             raise UpstreamProtocolError(f"{_redact(response.request.url)}: no Content-Length")
         return size
 
+    async def check_access(
+        self,
+        registry: str,
+        repo: str,
+        kind: str,
+        ref: str,
+        credentials: tuple[str, str],
+        accept: Sequence[str] = (),
+    ) -> None:
+        """Ask the origin whether *a client's* ``credentials`` may read ``<kind>/<ref>``.
+
+        A ``HEAD`` of the manifest or blob (``GET``, body unread, where HEAD is refused)
+        with the client's credentials instead of the node's: the answer only decides whether
+        :mod:`peer.mirror.access` serves that client; nothing is fetched or cached here.
+
+        Raises:
+            UpstreamDenied: The origin refused those credentials (401/403).
+            UpstreamNotFound: Not there, or not visible to them.
+            UpstreamError: Any other failure (the caller must refuse, not guess).
+        """
+        registry, repo = _names(registry, repo)
+        path, wanted = f"{kind}/{ref}", (list(accept) if kind == "manifests" else None)
+        try:
+            response = await self._request(
+                "HEAD", registry, repo, path, wanted, as_client=credentials
+            )
+        except UpstreamProtocolError as exc:
+            if exc.status != 405:
+                raise
+            response = await self._request(
+                "GET", registry, repo, path, wanted, as_client=credentials
+            )
+        await _aclose(response)
+
     def open_blob(
         self, registry: str, repo: str, digest: str, *, start: int = 0, end: int | None = None
     ) -> AbstractAsyncContextManager[BlobResponse]:
@@ -335,18 +369,21 @@ class Upstream:
         path: str,
         accept: Sequence[str] | None,
         headers: Mapping[str, str] | None = None,
+        *,
+        as_client: tuple[str, str] | None = None,
     ) -> httpx.Response:
         """Send ``method`` to ``/v2/<repo>/<path>``; return the open 2xx response.
 
         Follows redirects and answers challenges (see the module docstring); every other
-        outcome is raised as an :class:`UpstreamError`.
+        outcome is raised as an :class:`UpstreamError`. ``as_client``: a client's
+        credentials to use instead of the node's (access checks only).
         """
         base = self.url_for(registry)
         url = f"{base}/v2/{quote(repo, safe='/')}/{quote(path, safe='/:')}"
         send_headers = dict(headers or {})
         if accept is not None:
             send_headers["Accept"] = ", ".join(accept or DEFAULT_MANIFEST_ACCEPT)
-        creds = self._credentials.get(registry)
+        creds = as_client or self._credentials.get(registry)
         scopes: dict[str, tuple[str, ...]] = {}  # origin -> scopes its 401 challenge named
         redirects = 0
         while True:  # ends: each origin gets one auth retry, and redirects are bounded

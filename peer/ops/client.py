@@ -95,10 +95,12 @@ class NodeClient:
         await self.aclose()
 
     async def ping(self) -> None:
-        """``GET /v2/``: raises ServiceUnavailable or NodeError unless the node answers 200."""
+        """``GET /v2/``: raises ServiceUnavailable or NodeError unless the node answers 200
+        (or 401 with shoal's own challenge: a node serving private registries)."""
         with mapped("node", self.url):
             response = await self._client.get("/v2/")
-        if response.status_code != 200:
+        ours = 'realm="shoal"' in response.headers.get("www-authenticate", "")
+        if response.status_code != 200 and not (response.status_code == 401 and ours):
             raise NodeError(
                 f"{self.url} answered {response.status_code} to GET /v2/: is it a shoal node?",
                 status=response.status_code,

@@ -34,6 +34,18 @@ _LISTENING = re.compile(r'msg="listening on (?:127\.0\.0\.1|\[::\]|0\.0\.0\.0):(
 # distribution's access log: `127.0.0.1 - - [date] "GET /v2/ HTTP/1.1" 200 2 "" "curl/7.88.1"`
 _ACCESS = re.compile(r'^\S+ - - \[[^\]]+\] "(\w+) (\S+) HTTP/[\d.]+" (\d{3}) \S+ "[^"]*" "([^"]*)"')
 
+#: The one account of a registry started with ``htpasswd=True``: alice / s3cret (bcrypt made
+#: once with libxcrypt, so the tests need no bcrypt package).
+USER: Final = "alice"
+PASSWORD: Final = "s3cret"
+_HTPASSWD: Final = "alice:$2b$05$abcdefghijklmnopqrstuuLK7U1u6pVRmL7L1BBM2aS35PSZnDXlK\n"
+_AUTH = """\
+auth:
+  htpasswd:
+    realm: shoal-test
+    path: {path}
+"""
+
 _CONFIG = """\
 version: 0.1
 log:
@@ -72,7 +84,7 @@ def available() -> bool:
 
 
 class Registry:
-    """A running ``docker-registry`` on loopback, plain HTTP, no auth.
+    """A running ``docker-registry`` on loopback, plain HTTP, open or (``htpasswd``) Basic auth.
 
     Attributes:
         url: ``http://127.0.0.1:PORT``.
@@ -81,8 +93,9 @@ class Registry:
         log_path: the daemon's combined stdout/stderr (app log and access log).
     """
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, htpasswd: bool = False) -> None:
         self.root = root
+        self.htpasswd = htpasswd  # every request needs Basic alice:s3cret
         self.log_path = root / "registry.log"
         self._proc: subprocess.Popen[bytes] | None = None
         self._client: httpx.Client | None = None
@@ -110,7 +123,11 @@ class Registry:
         storage = self.root / "storage"
         storage.mkdir(parents=True, exist_ok=True)
         config = self.root / "config.yml"
-        config.write_text(_CONFIG.format(root=storage))
+        text = _CONFIG.format(root=storage)
+        if self.htpasswd:
+            (self.root / "htpasswd").write_text(_HTPASSWD)
+            text += _AUTH.format(path=self.root / "htpasswd")
+        config.write_text(text)
         self._proc = procs.start([REGISTRY_BIN, "serve", config], self.log_path)
         try:
             self.port = procs.wait_for(
@@ -120,7 +137,10 @@ class Registry:
                 proc=self._proc,
                 log_path=self.log_path,
             )
-            self._client = httpx.Client(base_url=self.url, timeout=HTTP_TIMEOUT)
+            self._client = httpx.Client(
+                base_url=self.url, timeout=HTTP_TIMEOUT,
+                auth=(USER, PASSWORD) if self.htpasswd else None,
+            )  # fmt: skip
             procs.wait_for(
                 self._answers,
                 what="docker-registry GET /v2/",

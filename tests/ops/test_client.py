@@ -154,6 +154,16 @@ async def test_ping_refuses_something_else() -> None:
             await node.ping()
 
 
+async def test_ping_accepts_the_challenge_of_a_node_with_private_registries() -> None:
+    shoal = {"www-authenticate": 'Basic realm="shoal"'}
+    async with client(lambda request: httpx.Response(401, headers=shoal)) as node:
+        await node.ping()
+    other = {"www-authenticate": 'Bearer realm="https://auth.example/token"'}
+    async with client(lambda request: httpx.Response(401, headers=other)) as node:
+        with pytest.raises(NodeError, match="answered 401"):
+            await node.ping()
+
+
 @pytest.mark.parametrize(
     ("text", "url"),
     [("127.0.0.1:5050", "http://127.0.0.1:5050"), ("https://n.example/", "https://n.example")],
