@@ -60,6 +60,8 @@ def config_from(args: argparse.Namespace) -> Config:
         extra["lease_renew"] = True
     if args.early_lookup:
         extra["early_lookup"] = True
+    if args.inflight_cap is not None:
+        extra["inflight_cap"] = args.inflight_cap
     return Config(
         nodes=args.nodes, size=size, up=up, down=down, origin_up=origin,
         slow_fraction=args.slow_fraction, slow_factor=args.slow_factor,
@@ -95,7 +97,8 @@ def changes(cfg: Config) -> str:
     out = [
         f"{f.name}={getattr(cfg, f.name)}"
         for f in dataclasses.fields(Config)
-        if f.name in ("max_links", "lease_ttl", "lease_renew", "lease_cap", "early_lookup")
+        if f.name
+        in ("max_links", "lease_ttl", "lease_renew", "lease_cap", "early_lookup", "inflight_cap")
         and getattr(cfg, f.name) != getattr(base, f.name)
     ]
     out += [f"{k}={v}" for k, v in cfg.scheduler.items()]
@@ -287,6 +290,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lease-cap", type=int, default=None)
     parser.add_argument("--lease-renew", action="store_true")
     parser.add_argument("--early-lookup", action="store_true")
+    parser.add_argument("--inflight-cap", type=int, default=None)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--max-time", type=float, default=3600.0)
     parser.add_argument("--plot", type=Path, default=None, help="write the CDF/egress PNG here")

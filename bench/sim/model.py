@@ -46,7 +46,6 @@ of ``dt``; events inside a step keep their exact times, and a node re-plans
 
 from __future__ import annotations
 
-import dataclasses
 import heapq
 import math
 import random
@@ -57,6 +56,7 @@ from typing import Any
 import numpy as np
 
 from bench.sim.network import Network
+from peer.mesh import fetch as _fetch
 from peer.mesh.fetch import HASH_REFRESH, LEASE_TTL, LOOKUP_INTERVAL, PEER_PIECE_TIMEOUT, TICK
 from peer.mesh.pieces import Bitfield, PiecePlan
 from peer.mesh.scheduler import ORIGIN, Origin, PieceScheduler, SchedulerConfig
@@ -65,7 +65,7 @@ from tracker import protocol as p
 from tracker.model import DEFAULT_ANNOUNCE_INTERVAL, Policy
 from tracker.registry import Registry
 
-__all__ = ["Config", "Result", "Simulation", "lower_bound"]
+__all__ = ["Config", "Result", "Simulation", "fetch_config", "lower_bound"]
 
 DIGEST = "sha256:" + "ab" * 32
 EPOCH = 1_700_000_000.0  # virtual t = 0 in the tracker's Unix seconds
@@ -101,6 +101,7 @@ class Config:
     lease_cap: int | None = None
     origin_retry: float = 0.25
     early_lookup: bool = False  # Swarm: first lookup after our own announce, not before
+    inflight_cap: int | None = None  # BlobFetch: at most this many requests in flight
     seed: int = 1
     max_time: float = 3600.0
     bucket: float = 0.5  # seconds per bin of the origin egress time series
@@ -113,6 +114,14 @@ class Config:
             return self.dt
         fastest = max(r for r in (self.up, self.down, self.origin_up) if math.isfinite(r))
         return min(0.02, max(0.001, self.piece_plan().piece_size / fastest / 10))
+
+
+def fetch_config(seed: int, **overrides: Any) -> SchedulerConfig:
+    """The SchedulerConfig ``BlobFetch`` builds (read from peer/mesh/fetch.py as it is)."""
+    shipped: dict[str, Any] = {"seed": seed, "origin_slots": getattr(_fetch, "ORIGIN_SLOTS", 2)}
+    if (guess := getattr(_fetch, "PEER_RATE_GUESS", None)) is not None:
+        shipped["initial_rate"] = guess
+    return SchedulerConfig(**{**shipped, **overrides})
 
 
 def lower_bound(cfg: Config) -> float:
@@ -213,6 +222,7 @@ class Result:
     unfinished: int
     origin_bytes: float
     egress_series: np.ndarray  # origin bytes per cfg.bucket
+    upload_series: np.ndarray  # bytes all nodes sent per cfg.bucket
     counters: dict[str, float]
     wall: float
     sim_time: float
@@ -262,8 +272,8 @@ class Simulation:
         self.net = Network([*ups.tolist(), cfg.origin_up], [*downs.tolist(), math.inf])
         self.registry = Registry(Policy(), rng=random.Random(cfg.seed + 1))
         self.sched_cfg = dict(cfg.scheduler)
-        self.endgame = SchedulerConfig(**self.sched_cfg).endgame_pieces
-        self.per_peer = SchedulerConfig(**self.sched_cfg).per_peer
+        self.endgame = fetch_config(0, **self.sched_cfg).endgame_pieces
+        self.per_peer = fetch_config(0, **self.sched_cfg).per_peer
         self.pending = {node.id for node in self.nodes}
         self.links: dict[tuple[int, int], int] = {}  # (src, dst) -> channel
         self.inflight_leases: dict[int, tuple[float, str]] = {}  # piece -> (expiry, holder)
@@ -398,11 +408,7 @@ class Simulation:
 
     # -- node lifecycle --------------------------------------------------------------------
     def _arrive(self, node: _Node, t: float) -> None:
-        cfg = SchedulerConfig(
-            **{"seed": (node.id * 2654435761) & 0xFFFF, "origin_slots": 2, **self.sched_cfg}
-        )
-        if self.cfg.mode == "server":
-            cfg = dataclasses.replace(cfg, origin_slots=max(cfg.origin_slots, 1))
+        cfg = fetch_config((node.id * 2654435761) & 0xFFFF, **self.sched_cfg)
         node.sched = PieceScheduler(self.plan, config=cfg)
         node.bits = Bitfield(self.n_pieces)
         node.dirty = True
@@ -479,6 +485,12 @@ class Simulation:
         node.last_plan = t
         self.counters["plans"] += 1
         assignments = self._timed("next_requests", sched.next_requests, t)
+        cap = self.cfg.inflight_cap
+        if cap is not None:  # what-if: the fetch hands the excess straight back
+            room = max(0, cap - len(node.out))
+            for a in assignments[room:]:
+                sched.on_busy(a.source, a.piece, t, 0.0)
+            assignments = assignments[:room]
         for a in assignments:
             source, index = a.source, a.piece
             if len(sched.sources(index)) > 1:  # a second source for a piece in flight
@@ -706,6 +718,8 @@ class Simulation:
         egress_prev = 0.0
         origin = self.origin
         bucket_bytes = np.zeros(int(cfg.max_time / cfg.bucket) + 2)
+        bucket_up = np.zeros_like(bucket_bytes)
+        up_prev = 0.0
         while self.pending and t < cfg.max_time:
             t1 = t + dt
             idle = self.net.active == 0 and self.events and self.events[0][0] > t1
@@ -719,8 +733,12 @@ class Simulation:
                 cost[0] += 1
                 cost[1] += time.perf_counter() - t_mm
             sent = float(self.net.sent[origin])
-            bucket_bytes[min(int(t / cfg.bucket), len(bucket_bytes) - 1)] += sent - egress_prev
+            slot = min(int(t / cfg.bucket), len(bucket_bytes) - 1)
+            bucket_bytes[slot] += sent - egress_prev
             egress_prev = sent
+            up_now = float(self.net.sent.sum()) - sent
+            bucket_up[slot] += up_now - up_prev
+            up_prev = up_now
             todo: list[tuple[float, int, str, Any]] = [
                 (tt, 0, "done", item) for tt, _, item in done
             ]
@@ -761,6 +779,7 @@ class Simulation:
             unfinished=sum(1 for n in self.nodes if not n.dead and math.isnan(n.done_at)),
             origin_bytes=float(self.net.sent[origin]),
             egress_series=bucket_bytes[:n_buckets],
+            upload_series=bucket_up[:n_buckets],
             counters=dict(self.counters),
             wall=time.perf_counter() - wall0,
             sim_time=t,

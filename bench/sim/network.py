@@ -31,15 +31,25 @@ _EPS = 1e-9
 
 
 def maxmin(
-    src: np.ndarray, dst: np.ndarray, up: np.ndarray, down: np.ndarray, *, max_rounds: int = 200
+    src: np.ndarray,
+    dst: np.ndarray,
+    up: np.ndarray,
+    down: np.ndarray,
+    *,
+    tol: float = 0.0,
+    max_rounds: int = 200,
 ) -> tuple[np.ndarray, int]:
     """Max-min fair rates of flows ``src[f] -> dst[f]`` under per-endpoint capacities.
 
     Parallel bottleneck filling: each round, every resource whose equal share is no larger
     than the share of any other resource its flows cross is a bottleneck; its flows are
     frozen at that share and the capacity they use is removed. The smallest share is
-    always a bottleneck, so every round freezes something. Exact (up to float rounding);
-    after ``max_rounds`` the remaining flows get the feasible ``min`` of their two shares.
+    always a bottleneck, so every round freezes something. Exact (up to float rounding)
+    with ``tol=0``; with ``tol > 0`` a resource also counts as a bottleneck when its share
+    is within ``1 + tol`` of its flows' other shares, which cuts the rounds and leaves every
+    rate within ``tol`` of its max-min value (never above a capacity: each frozen flow
+    takes the smaller of its two current equal shares). After ``max_rounds`` the remaining
+    flows get that same feasible minimum.
 
     Returns:
         The rates, and the number of rounds used.
@@ -70,8 +80,8 @@ def maxmin(
         np.minimum.at(other_u, s, fd)
         other_d = np.full(n_end, np.inf)
         np.minimum.at(other_d, d, fu)
-        neck_u = su <= other_u * (1 + _EPS)
-        neck_d = sd <= other_d * (1 + _EPS)
+        neck_u = su <= other_u * (1 + tol + _EPS)
+        neck_d = sd <= other_d * (1 + tol + _EPS)
         frozen = neck_u[s] | neck_d[d]
         r = np.minimum(fu, fd)[frozen]
         rate[live[frozen]] = r
@@ -88,9 +98,13 @@ class Network:
     Args:
         up: Upload capacity per endpoint, bytes/s.
         down: Download capacity per endpoint, bytes/s (``inf``: unlimited).
+        tol: Tolerance of the max-min allocation (see :func:`maxmin`).
     """
 
-    def __init__(self, up: np.ndarray | list[float], down: np.ndarray | list[float]) -> None:
+    def __init__(
+        self, up: np.ndarray | list[float], down: np.ndarray | list[float], *, tol: float = 0.01
+    ) -> None:
+        self.tol = tol
         self.up = np.array(up, dtype=float)
         self.down = np.array(down, dtype=float)
         if self.up.shape != self.down.shape:
@@ -197,7 +211,7 @@ class Network:
         self._index = np.fromiter(self._active, dtype=np.int64, count=len(self._active))
         self._index.sort()
         idx = self._index
-        rates, rounds = maxmin(self._src[idx], self._dst[idx], self.up, self.down)
+        rates, rounds = maxmin(self._src[idx], self._dst[idx], self.up, self.down, tol=self.tol)
         self._rate[idx] = rates
         self.recomputes += 1
         self.rounds += rounds
