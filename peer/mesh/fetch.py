@@ -50,9 +50,17 @@ if TYPE_CHECKING:
 
 LOGGER = logging.getLogger(__name__)
 
-# A lease covers one piece; a healthy node fetches a piece in well under a second, and a
-# node that died holding one blocks that piece for at most this long.
-LEASE_TTL: Final = 5.0
+# A lease covers one piece while its holder fetches it from the origin; a node that died
+# holding one blocks that piece for at most this long (keep it well under the stall
+# timeout, 30 s by default). It must outlast a slow but live fetch: in a flash crowd the
+# origin's uplink is split over N x ORIGIN_SLOTS Range requests, so one 1 MiB piece takes
+# N x ORIGIN_SLOTS x 1 MiB / U on average and several times that in the tail (bench/swarm,
+# 8 nodes at 40 Mbit/s: p50 5.7 s, p90 21 s). An expired lease lets a second node fetch
+# the same piece again from the same saturated origin: at 5 s, 35 of 64 pieces were
+# fetched 2-4 times (egress 1.7 F; at 160 Mbit/s 1.10-1.19 F); at 15 s, 2 of 64 (1.04 F;
+# 1.01 F). The price: leases are not released when the fetch ends, so a node that got a
+# piece and then turns out bad (banned) blocks others' origin fallback for up to 15 s.
+LEASE_TTL: Final = 15.0
 # Longest we wait for one piece from a peer before trying someone else (the scheduler
 # hedges much earlier on measured speed; this bounds a stalled link).
 PEER_PIECE_TIMEOUT: Final = 10.0
@@ -64,6 +72,16 @@ TICK: Final = 0.1
 # hash record at the tracker plus an HTTP request: with 1 MiB pieces, a few in flight
 # hide those round trips; N nodes of a crowd together keep up to N x this many.
 ORIGIN_SLOTS: Final = 6
+# Throughput assumed for a peer before its first piece is measured (the scheduler's
+# ``initial_rate``; its default, 12.5 MB/s, is a whole 100 Mbit/s link for us alone). In a
+# crowd a peer's uplink is shared by everyone asking it: at 160 Mbit/s and 7 requesters
+# ~2.9 MB/s each. Guessing high made the first requests to every peer "late" at the 0.5 s
+# hedge floor; each late request marks the peer slow for 10 s, and a window piece with
+# only slow holders goes to the origin (bench/swarm rolling, 8 nodes: 50 hedges, 140 of
+# 256 pieces fetched from the origin twice, egress 1.8 F; with 2.5 MB/s: 11 hedges, 35,
+# 1.16 F). A fast peer is measured after its first piece; a stalled one is still hedged
+# within 3 x 4 x 1 MiB / 2.5 MB/s = 5 s, under PEER_PIECE_TIMEOUT.
+PEER_RATE_GUESS: Final = 2.5e6
 # Refresh piece hashes from the tracker at most this often when one is missing.
 HASH_REFRESH: Final = 0.1
 
@@ -88,7 +106,11 @@ class BlobFetch:
         self.writer = writer
         self.scheduler: PieceScheduler[str] = PieceScheduler(
             self.plan,
-            config=SchedulerConfig(seed=hash(swarm.peer_id) & 0xFFFF, origin_slots=ORIGIN_SLOTS),
+            config=SchedulerConfig(
+                seed=hash(swarm.peer_id) & 0xFFFF,
+                origin_slots=ORIGIN_SLOTS,
+                initial_rate=PEER_RATE_GUESS,
+            ),
         )
         self.hashes: list[bytes] = [b""] * self.plan.count
         if self.plan.count == 1 and digest.startswith("sha256:"):
