@@ -96,6 +96,7 @@ class TrackerClient:
         self.session = session
         self._keys = keys
         self._clock = clock
+        self._timeout = timeout
         self._owned = client is None
         self._http = client or httpx.AsyncClient(timeout=timeout)
 
@@ -130,10 +131,14 @@ class TrackerClient:
             )  # fmt: skip
             headers[auth.HEADER] = signed.header()
         try:
-            # Shielded (the httpx timeout bounds it): a request cancelled half-way can
-            # leave httpcore's pool wedged under trio, and later tracker calls then hang.
-            with trio.CancelScope(shield=True):
+            # Shielded from cancellation (a request cancelled half-way can leave
+            # httpcore's pool wedged under trio, and later tracker calls then hang), but
+            # not from deadlines: the caller's time box and our own timeout still apply.
+            limit = min(trio.current_effective_deadline(), trio.current_time() + self._timeout)
+            with trio.CancelScope(shield=True, deadline=limit) as scope:
                 response = await self._http.post(url, content=body, headers=headers)
+            if scope.cancelled_caught:
+                raise httpx.TimeoutException(f"no answer within {self._timeout}s")
         except httpx.TimeoutException as exc:
             raise TrackerUnavailable(f"tracker timed out: POST {url}") from exc
         except httpx.TransportError as exc:

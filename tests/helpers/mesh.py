@@ -29,7 +29,7 @@ async def running_tracker() -> AsyncIterator[str]:
             nursery.cancel_scope.cancel()
 
 
-async def wait_announced(tracker: str, count: int, *, timeout: float = 10) -> None:
+async def wait_announced(tracker: str, count: int, *, timeout: float = 30) -> None:
     """Wait until the tracker lists ``count`` peers."""
     async with httpx.AsyncClient() as client:
         with trio.fail_after(timeout):
@@ -67,7 +67,7 @@ async def mesh_nodes(
         yield nodes
 
 
-async def wait_held(tracker: str, digest: str, count: int = 1, *, timeout: float = 10) -> None:
+async def wait_held(tracker: str, digest: str, count: int = 1, *, timeout: float = 30) -> None:
     """Wait until ``count`` peers have announced ``digest`` as complete."""
     async with httpx.AsyncClient() as client:
         with trio.fail_after(timeout):
