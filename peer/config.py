@@ -84,6 +84,10 @@ class PeerConfig:
     node_id: str | None = None
     #: Registry → (user, password): the node's own credentials; such a registry is private.
     upstream_credentials: Mapping[str, tuple[str, str]] = field(default_factory=dict, repr=False)
+    #: Mutual TLS on the P2P port: this node's certificate and key, and the cluster CA.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_ca: Path | None = None
 
 
 # (flag, help, kind) — kind: str | size | duration | hostport | path | list | rate
@@ -126,6 +130,9 @@ PEER_FLAGS: Final = [
         "Docker config.json (or REGISTRY=USER:PASSWORD lines) with upstream credentials",
         "path",
     ),
+    ("tls-cert", "PEM certificate of this node for mutual TLS on the P2P port", "path"),
+    ("tls-key", "PEM private key of --tls-cert", "path"),
+    ("tls-ca", "PEM CA that signs every node's certificate (mutual TLS on the P2P port)", "path"),
 ]
 
 
@@ -221,6 +228,9 @@ def peer_config(raw: Mapping[str, Any]) -> PeerConfig:
         kw["data"] = Path(raw["data"]) if "data" in raw else default_data_dir()
         if "allows" in raw:
             kw["allows"] = Path(raw["allows"])
+        for key in ("tls_cert", "tls_key", "tls_ca"):
+            if key in raw:
+                kw[key] = Path(raw[key])
         if "cache_size" in raw:
             kw["cache_size"] = parse_size(raw["cache_size"])
         for key in ("upload_rate", "download_rate"):
@@ -241,6 +251,13 @@ def peer_config(raw: Mapping[str, Any]) -> PeerConfig:
             ClusterKeys.parse(kw["cluster_secret"])
         except ValueError as exc:
             raise ConfigError(f"--cluster-secret: {exc}") from None
+    tls: list[Path] = [kw[key] for key in ("tls_cert", "tls_key", "tls_ca") if key in kw]
+    if len(tls) not in (0, 3):
+        raise ConfigError("--tls-cert, --tls-key and --tls-ca go together")
+    if tls:
+        from peer.mesh.tls import MeshTLS
+
+        MeshTLS.load(*tls)  # fail at start, with the flag named, not at the first link
     tracker = kw.get("tracker", "auto")
     if tracker not in ("auto", "none") and not tracker.startswith(("http://", "https://")):
         raise ConfigError(f"--tracker wants a URL, 'auto' or 'none', got {tracker!r}")

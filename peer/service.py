@@ -15,6 +15,7 @@ from peer.mesh.node import (
     advertise_address,
     cluster_keys,
     follow_mdns,
+    mesh_tls,
     node_id,
     tracker_client,
 )
@@ -52,7 +53,7 @@ async def _start_mesh(
         peer_id=peer_id, advertise=advertise_address(config), cache=ctx.cache,
         flights=ctx.flights, upstream=upstream, tracker=client, metrics=ctx.metrics,
         upload_rate=config.upload_rate, download_rate=config.download_rate,
-        keys=cluster_keys(config),
+        keys=cluster_keys(config), tls=mesh_tls(config),
     )  # fmt: skip
     if swarm.keys is None:
         LOGGER.warning("no --cluster-secret: any host that reaches the P2P port may link")

@@ -17,6 +17,7 @@ from peer.config import PeerConfig
 from peer.errors import TrackerError
 from peer.mesh.discovery import TrackerFound, TrackerLost, browse_trackers
 from peer.mesh.swarm import Swarm
+from peer.mesh.tls import MeshTLS
 from peer.mesh.tracker_client import TrackerClient
 from peer.mirror.names import Target
 from peer.mirror.tags import TagEntry
@@ -90,6 +91,13 @@ def advertise_address(config: PeerConfig) -> str:
 def cluster_keys(config: PeerConfig) -> ClusterKeys | None:
     """The cluster secret(s) of ``--cluster-secret``, or None (links and tracker open)."""
     return ClusterKeys.parse(config.cluster_secret) if config.cluster_secret else None
+
+
+def mesh_tls(config: PeerConfig) -> MeshTLS | None:
+    """Mutual TLS for the P2P port (``--tls-cert/--tls-key/--tls-ca``), or None."""
+    if config.tls_cert is None or config.tls_key is None or config.tls_ca is None:
+        return None
+    return MeshTLS.load(config.tls_cert, config.tls_key, config.tls_ca)
 
 
 def tracker_client(config: PeerConfig, peer_id: str) -> TrackerClient:

@@ -38,6 +38,7 @@ from peer.mesh.link import PeerLink
 from peer.mesh.local import LocalPieces
 from peer.mesh.pieces import Bitfield, PiecePlan, hash_piece
 from peer.mesh.ratelimit import TokenBucket
+from peer.mesh.tls import MeshTLS
 from peer.mesh.tracker_client import NodeState, TrackerClient, backoff_delay
 from peer.mesh.wire.connection import PeerConnection
 from peer.mesh.wire.messages import (
@@ -92,9 +93,11 @@ class Swarm:
         upload_rate: int | None = None,
         download_rate: int | None = None,
         keys: ClusterKeys | None = None,
+        tls: MeshTLS | None = None,
     ) -> None:
         self.peer_id = peer_id
         self.keys = keys  # cluster secret(s): links are authenticated when set
+        self.tls = tls  # mutual TLS under every link when set
         self.advertise = advertise
         self.port = 0
         self.cache = cache
@@ -135,7 +138,14 @@ class Swarm:
             peer_id=self.peer_id, max_requests=MAX_REQUESTS, nonce=secrets.token_bytes(NONCE)
         )
 
-    async def _accept(self, stream: trio.SocketStream) -> None:
+    async def _accept(self, stream: trio.abc.Stream) -> None:
+        if self.tls is not None:
+            try:
+                with trio.fail_after(DIAL_TIMEOUT):
+                    stream = await self.tls.accept(stream)
+            except (trio.BrokenResourceError, trio.TooSlowError) as exc:
+                LOGGER.debug("TLS handshake of an incoming link failed: %r", exc)
+                return
         await self._run_link(stream, None)
 
     async def _run_link(
@@ -224,10 +234,14 @@ class Swarm:
         self._dialing.add(peer)
         try:
             with trio.fail_after(DIAL_TIMEOUT):
-                stream = await trio.open_tcp_stream(host, port)
+                stream: trio.abc.Stream = await trio.open_tcp_stream(host, port)
+                if self.tls is not None:
+                    stream = await self.tls.dial(stream)
             link: PeerLink | None = await self._nursery.start(self._run_link, stream, peer)
             return link
-        except (OSError, trio.TooSlowError, RemoteProtocolError, RuntimeError) as exc:
+        except (
+            OSError, trio.TooSlowError, trio.BrokenResourceError, RemoteProtocolError, RuntimeError,
+        ) as exc:  # fmt: skip
             # RuntimeError: the link ended before its handshake (nursery.start's complaint)
             LOGGER.debug("cannot reach peer %s at %s:%d: %r", peer, host, port, exc)
             return None

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
+import pytest
 import trio
 
 from peer.mesh.wire.auth import make_auth
@@ -101,7 +103,10 @@ async def probe(port: int, digest: str, keys: ClusterKeys | None) -> list[Messag
     return received
 
 
-async def test_members_share_strangers_get_nothing(registry: Registry, tmp_path: Path) -> None:
+async def test_members_share_strangers_get_nothing(
+    registry: Registry, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
     name = registry.new_repo("library/secret")
     data = hashlib.shake_256(b"members only").digest(2 * 1024 * 1024 + 5)
     digest = registry.push_blob(name, data)
@@ -138,3 +143,5 @@ async def test_members_share_strangers_get_nothing(registry: Registry, tmp_path:
                     async with httpx.AsyncClient() as admin:
                         rows = (await admin.get(f"{tracker}/admin/peers")).json()["peers"]
                     assert "stranger" not in {row["peer_id"] for row in rows}
+    assert SECRET not in caplog.text  # nor any part of it worth having
+    assert SECRET[:16] not in caplog.text

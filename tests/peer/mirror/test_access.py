@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import subprocess
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -186,8 +187,9 @@ async def fetch(client: httpx.AsyncClient, method: str, path: str,
 
 
 async def test_good_credentials_pull_the_rest_get_401_and_nothing_leaks(
-    locked: Registry, node: Node
+    locked: Registry, node: Node, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.DEBUG)
     image = locked.push_oci_image(locked.new_repo("team/app"), "v1", layer_sizes=[40_000])
     async with node.client() as client:
         for path in urls(image):  # a member of the team pulls: everything is now cached
@@ -210,6 +212,8 @@ async def test_good_credentials_pull_the_rest_get_401_and_nothing_leaks(
         assert resp.status_code == 401
         assert resp.headers["www-authenticate"] == CHALLENGE
         assert (await client.get("/v2/", headers=GOOD)).status_code == 200
+    for secret in (PASSWORD, "not-the-password", GOOD["authorization"], WRONG["authorization"]):
+        assert secret not in caplog.text
 
 
 async def test_access_to_one_repository_opens_no_other(locked: Registry, node: Node) -> None:
