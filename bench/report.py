@@ -22,7 +22,11 @@ against a reference measured in the same run.
 def machine() -> str:
     cpus = os.cpu_count()
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1024**3
-    return f"{platform.machine()}, {cpus} cores, {mem:.0f} GiB RAM, Linux {platform.release()}, Python {platform.python_version()}"
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    return (
+        f"{platform.machine()}, {cpus} cores, {mem:.0f} GiB RAM, Linux {platform.release()}, "
+        f"Python {platform.python_version()}; load average at the end: {load}"
+    )
 
 
 def median(values: list[float]) -> float:
