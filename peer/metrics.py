@@ -39,6 +39,11 @@ class NodeMetrics:
         )
         self.cache_bytes = Gauge("shoal_cache_bytes", "Bytes held in the blob cache", registry=r)
         self.cache_entries = Gauge("shoal_cache_entries", "Blobs held in the cache", registry=r)
+        self.cache_corrupt = Counter(
+            "shoal_cache_corrupt_blobs",
+            "Cached blobs found not to match their digest (deleted, fetched again)",
+            registry=r,
+        )
         self.downloads = Gauge("shoal_downloads_in_progress", "Blob downloads running", registry=r)
         self.ratelimit_remaining = Gauge(
             "shoal_upstream_ratelimit_remaining",

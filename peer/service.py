@@ -19,6 +19,7 @@ from peer.mesh.node import (
     node_id,
     tracker_client,
 )
+from peer.mesh.republish import keep_hashes
 from peer.mesh.swarm import Swarm
 from peer.metrics import NodeMetrics
 from peer.mirror.access import AccessCheck
@@ -26,6 +27,7 @@ from peer.mirror.allows import AllowList
 from peer.mirror.cache import BlobCache
 from peer.mirror.context import NodeContext, OriginSource
 from peer.mirror.endpoint import Mirror
+from peer.mirror.scrub import Scrub
 from peer.mirror.tags import TagCache
 from peer.mirror.upstream import Upstream
 
@@ -64,6 +66,8 @@ async def _start_mesh(
     ctx.on_tag_resolved = tags.resolved
     host, port = config.p2p_listen
     bound: int = await nursery.start(swarm.serve, host, port)
+    if ctx.scrub is not None:
+        nursery.start_soon(keep_hashes, swarm, ctx.scrub)
     if config.tracker == "auto":
         nursery.start_soon(follow_mdns, client, swarm)
     LOGGER.info("node %s: P2P on %s:%d, tracker %s", peer_id, swarm.advertise, bound,
@@ -100,6 +104,7 @@ async def serve(
     )  # fmt: skip
     try:
         async with trio.open_nursery() as background:
+            scrub = Scrub(cache, metrics)
             ctx = NodeContext(
                 cache=cache,
                 upstream=upstream,
@@ -110,7 +115,9 @@ async def serve(
                 nursery=background,
                 source=OriginSource(upstream, metrics),
                 access=_access(config, upstream),
+                scrub=scrub,
             )
+            background.start_soon(scrub.run)  # re-hash what open() found, in the background
             mirror = Mirror(ctx)
             async with trio.open_nursery() as front:
                 p2p_port = 0

@@ -153,17 +153,26 @@ class BlobFetch:
 
     # -- the driver ------------------------------------------------------------------------
     async def run(self, *, stall_timeout: float) -> None:
-        """Fetch every piece, verify the blob, commit it. Raises on failure."""
+        """Fetch every piece, verify the blob, commit it. Raises on failure.
+
+        Raises:
+            UpstreamError: The origin refused the blob, or nothing arrived for
+                ``stall_timeout`` seconds. Raised bare, after the nursery is closed: callers
+                map it to an OCI error, which an ExceptionGroup would turn into a 500.
+        """
+        failure: BaseException | None = None
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._discover)
             while not self.scheduler.done:
                 if self._fatal is not None:
-                    raise self._fatal
+                    failure = self._fatal
+                    break
                 if trio.current_time() - self._last_progress > stall_timeout:
-                    raise UpstreamUnavailable(
+                    failure = UpstreamUnavailable(
                         f"no piece of {self.digest} arrived for {stall_timeout:.0f}s "
                         "(origin and peers failing)"
                     )
+                    break
                 for assignment in self.scheduler.next_requests(trio.current_time()):
                     key = (assignment.source, assignment.piece)
                     scope = trio.CancelScope()
@@ -173,6 +182,8 @@ class BlobFetch:
                 with trio.move_on_after(TICK):
                     await self._wake.wait()
             nursery.cancel_scope.cancel()
+        if failure is not None:
+            raise failure
         self.writer.hash_through(self.plan.size)
         self.download.advance(self.plan.size)
 

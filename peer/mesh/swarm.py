@@ -333,6 +333,9 @@ class Swarm:
         interval = 10.0
         try:
             while True:
+                # A fresh event before the state is read: a change made while this
+                # announce is in flight must trigger the next one, not wait an interval.
+                self._announce = trio.Event()
                 sent_at = trio.current_time()
                 try:
                     reply = await self.tracker.announce(self.state())
@@ -341,11 +344,15 @@ class Swarm:
                     self.tracker_ok = exc.status == 429
                     failures += 1
                     delay = MIN_ANNOUNCE_GAP if exc.status == 429 else backoff_delay(failures, rng)
+                    delay = min(delay, interval)
                     LOGGER.info("announce refused, retry in %.1fs: %s", delay, exc)
                 except TrackerError as exc:
                     self.tracker_ok = False
                     failures += 1
-                    delay = backoff_delay(failures, rng)
+                    # Back off, but never past one interval: a tracker restarted with an
+                    # empty store learns our state within the interval it promised, and a
+                    # dead one gets no more announces from us than a live one would.
+                    delay = min(backoff_delay(failures, rng), interval)
                     LOGGER.warning("announce failed, retry in %.1fs: %s", delay, exc)
                 else:
                     if failures:
@@ -354,7 +361,6 @@ class Swarm:
                     failures = 0
                     interval = reply.interval or interval
                     delay = interval * (0.9 + 0.2 * rng.random())
-                self._announce = trio.Event()
                 with trio.move_on_after(delay):
                     await self._announce.wait()
                     # coalesce bursts of changes, and never announce faster than the gap

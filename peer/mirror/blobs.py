@@ -101,6 +101,8 @@ async def _counted(
 
 
 async def serve_blob(ctx: NodeContext, request: Request, target: Target, digest: str) -> Response:
+    if ctx.scrub is not None and digest in ctx.cache.unverified:
+        await ctx.scrub.ensure(digest)  # loaded from disk: re-hash it before it goes out
     entry = ctx.cache.get(digest)
     if entry is not None:
         ctx.metrics.hit()

@@ -17,6 +17,11 @@ A :class:`BlobWriter` appends through an unbuffered descriptor, so other tasks c
 :attr:`BlobWriter.path`; its commit verifies, fsyncs and renames, and open readers keep
 the inode. Temp files are never served: ``open()`` deletes what a crash left behind.
 
+Blobs found on disk by ``open()`` are listed in :attr:`BlobCache.unverified` until someone
+re-hashes them (:mod:`peer.mirror.scrub` does, in the background and before a first
+serve): a crash, a bad disk or a stray write may have changed them behind our back. Blobs
+committed by a writer were verified on the way in.
+
 The quota covers committed blobs plus writers' reservations. Making room evicts least
 recently used *unpinned* entries only if that frees enough; otherwise it raises
 :class:`~peer.errors.CacheFull` and evicts nothing. LRU order lives in memory, seeded on
@@ -222,6 +227,8 @@ class BlobCache:
         self._used = 0
         self._reserved = 0
         self._opened = False
+        # Loaded from disk by open() and not re-hashed since (see the module docstring).
+        self.unverified: set[str] = set()
 
     @property
     def used_bytes(self) -> int:
@@ -259,6 +266,7 @@ class BlobCache:
         found.sort(key=lambda item: item[0])
         self._index = OrderedDict((entry.digest, entry) for _, entry in found)
         self._used = sum(entry.size for entry in self._index.values())
+        self.unverified = set() if verify else set(self._index)
         self._opened = True
         self._make_room(0)  # the quota may have shrunk since the last run
         return len(self._index)
@@ -270,6 +278,11 @@ class BlobCache:
         if entry is not None:
             self._index.move_to_end(digest)
         return entry
+
+    def peek(self, digest: str) -> CacheEntry | None:
+        """Return the entry for ``digest`` without touching the LRU order, or None."""
+        _split_digest(digest)
+        return self._index.get(digest)
 
     def __contains__(self, digest: str) -> bool:
         """Whether ``digest`` is committed; does not touch the LRU order."""
@@ -392,9 +405,11 @@ class BlobCache:
         entry = CacheEntry(digest=digest, path=final, size=size, media_type=media_type)
         self._index[digest] = entry
         self._used += size
+        self.unverified.discard(digest)
         return entry
 
     def _drop(self, digest: str) -> CacheEntry | None:
+        self.unverified.discard(digest)
         entry = self._index.pop(digest, None)
         if entry is not None:
             self._used -= entry.size

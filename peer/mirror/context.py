@@ -16,6 +16,7 @@ from peer.mirror.allows import AllowList
 from peer.mirror.cache import BlobCache
 from peer.mirror.flight import Flights
 from peer.mirror.names import Target
+from peer.mirror.scrub import Scrub
 from peer.mirror.tags import TagCache, TagEntry
 from peer.mirror.upstream import Upstream
 
@@ -75,5 +76,7 @@ class NodeContext:
     mesh: Swarm | None = None
     # Private registries: who may read what (None: every registry is anonymous).
     access: AccessCheck | None = None
+    # Verifies blobs loaded from disk before their first serve (None: trust the disk).
+    scrub: Scrub | None = None
     # A mesh download with no new piece for this long fails (origin and peers all stalled).
     stall_timeout: float = 30.0

@@ -10,6 +10,7 @@ known answer — ours, or one another node shared through the tracker — is ser
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
@@ -53,6 +54,11 @@ def _media_type_of(body: bytes) -> str:
     )
 
 
+def _digest_of(body: bytes, digest: str) -> str:
+    algorithm = digest.partition(":")[0]
+    return f"{algorithm}:{hashlib.new(algorithm, body).hexdigest()}"
+
+
 def _upstream_accept(request: Request) -> list[str]:
     lines = request.header_all("accept")
     return lines if lines else list(DEFAULT_ACCEPT)
@@ -84,10 +90,16 @@ async def _by_digest(ctx: NodeContext, request: Request, target: Target, digest:
                      extra: list[tuple[str, str]]) -> Response:  # fmt: skip
     entry = ctx.cache.get(digest)
     if entry is not None and entry.media_type:
-        ctx.metrics.hit()
         body = entry.path.read_bytes()
-        ctx.metrics.bytes_served.labels("cache").inc(len(body))
-        return _respond(request, digest, entry.media_type, body, len(body), extra)
+        # manifests are small: check every one we serve from disk against its digest
+        if _digest_of(body, digest) == digest:
+            ctx.metrics.hit()
+            ctx.metrics.bytes_served.labels("cache").inc(len(body))
+            return _respond(request, digest, entry.media_type, body, len(body), extra)
+        if ctx.scrub is not None:
+            ctx.scrub.mark_corrupt(entry)
+        else:
+            ctx.cache.remove(digest)
     ctx.metrics.miss()
     try:
         manifest = await ctx.upstream.get_manifest(
