@@ -16,7 +16,7 @@ Three layers, each small enough to hold in one's head:
     its protobuf messages the same way and sends piece payloads raw after the header).
 ``messages``
     Frozen value types (Handshake, Bitfield, Have, Interested, Request, Piece, Cancel,
-    Busy, Goodbye) and one ``decode`` that turns *any* malformed frame into
+    Busy, Goodbye, Auth) and one ``decode`` that turns *any* malformed frame into
     :class:`~peer.errors.RemoteProtocolError`. The handshake carries the protocol version
     from day one, and how many requests its sender accepts outstanding.
 ``state`` and ``connection``
@@ -24,10 +24,15 @@ Three layers, each small enough to hold in one's head:
     after Goodbye, errors are final) plus the request books that make pipelining safe
     (replies must match requests; limits on outstanding requests and in-flight bytes;
     replies that cross a Cancel are dropped quietly).
+``auth``
+    With a cluster secret, each side follows its Handshake with ``Auth``: an HMAC over
+    both handshakes' ids and nonces and its role, checked before anything else is
+    accepted (docs/security.md).
 
 A link's life::
 
     A: Handshake ──────────────▶           ◀────────────── B: Handshake
+    A: Auth(mac) ──────────────▶           ◀────────────── B: Auth(mac)   (with a secret)
     A: Interested(d) ──────────▶           ◀────────────── B: Bitfield(d, ...)
     A: Request(d, 3, len) ─────▶           ◀────────────── B: Piece(d, 3, data)
     A: Request(d, 4, len) ─────▶           ◀────────────── B: Busy(d, 4, retry_after)
@@ -44,6 +49,7 @@ from __future__ import annotations
 from peer.mesh.wire.connection import NEED_DATA, Closed, Event, PeerConnection
 from peer.mesh.wire.messages import (
     PROTOCOL_VERSION,
+    Auth,
     Bitfield,
     Busy,
     Cancel,
@@ -60,6 +66,7 @@ from peer.mesh.wire.state import State
 __all__ = [
     "NEED_DATA",
     "PROTOCOL_VERSION",
+    "Auth",
     "Bitfield",
     "Busy",
     "Cancel",
