@@ -54,6 +54,9 @@ _HEX_LENGTHS: Final = {"sha256": 64, "sha512": 128}
 _HEX_CHARS: Final = frozenset("0123456789abcdef")
 _TYPE_SUFFIX: Final = ".type"
 _DISK_FULL: Final = frozenset({errno.ENOSPC, errno.EDQUOT})
+# Room kept free on the cache disk beyond the blobs themselves: media-type sidecars, directory
+# blocks and temp-file metadata (a few pages each on ext4, xfs or tmpfs).
+_DISK_HEADROOM: Final = 256 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -366,6 +369,13 @@ class BlobCache:
         if nbytes > self.max_bytes:
             raise CacheFull(f"{nbytes} bytes can never fit in a cache of {self.max_bytes} bytes")
         excess = self._used + self._reserved + nbytes - self.max_bytes
+        short = self._disk_shortfall(nbytes) if nbytes else 0
+        if short > self._used - self._pinned_bytes():
+            raise CacheFull(
+                f"the cache disk is full: {nbytes} more bytes do not fit even after evicting"
+                f" every unpinned blob ({short} bytes short); free some space on {self.root}"
+            )
+        excess = max(excess, short)
         victims: list[CacheEntry] = []
         for entry in self._index.values():
             if excess <= 0:
@@ -381,6 +391,31 @@ class BlobCache:
         for victim in victims:
             LOGGER.info("evicting %s (%d bytes)", victim.digest, victim.size)
             self._drop(victim.digest)
+
+    def _disk_shortfall(self, nbytes: int) -> int:
+        """Bytes the disk lacks for ``nbytes`` more, after what writers already reserved.
+
+        The quota alone is not enough: the disk may be smaller than the quota, or shared
+        with others who fill it. Counting the disk before a download starts turns a full
+        disk into eviction, or into a clear refusal before any byte is sent to a client,
+        instead of a transfer cut short by ENOSPC half-way.
+        """
+        try:
+            stat = os.statvfs(self.root)
+        except OSError:
+            return 0  # cannot tell: the quota and ENOSPC handling still apply
+        free = stat.f_bavail * stat.f_frsize
+        promised = 0  # reserved by writers but not yet allocated on disk
+        for writer in self._writers:
+            allocated = 0
+            if writer._fd is not None:
+                with contextlib.suppress(OSError):
+                    allocated = os.fstat(writer._fd).st_blocks * 512
+            promised += max(0, writer._reserved - allocated)
+        return nbytes + promised + _DISK_HEADROOM - free
+
+    def _pinned_bytes(self) -> int:
+        return sum(self._index[d].size for d in self._pins if d in self._index)
 
     def _install(self, digest: str, temp: Path, size: int, media_type: str | None) -> CacheEntry:
         algorithm, hexpart = _split_digest(digest)

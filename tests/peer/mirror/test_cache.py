@@ -379,3 +379,37 @@ def test_out_of_order_piece_outside_blob_is_refused(tmp_path: Path) -> None:
     with pytest.raises(IntegrityError):
         writer.write_at(8, b"abc")
     assert not writer.path.exists()
+
+
+class _Disk:
+    """A stand-in for ``os.statvfs``: a disk with ``free`` bytes left."""
+
+    def __init__(self, free: int) -> None:
+        self.free = free
+
+    def __call__(self, path: object) -> os.statvfs_result:
+        return os.statvfs_result((4096, 1, 0, 0, self.free, 0, 0, 0, 0, 255))
+
+
+def test_full_disk_evicts_to_make_room(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The disk, not only the quota: room is made for what the disk lacks."""
+    cache = opened(tmp_path, max_bytes=1 << 30)
+    for n in range(3):
+        cache.put_bytes(*blob(n, 1000), None)
+    disk = _Disk(cache_module._DISK_HEADROOM + 1500)
+    monkeypatch.setattr(cache_module.os, "statvfs", disk)
+    writer = cache.new_writer(blob(9, 3000)[0], expected_size=3000)  # needs 1500 more
+    assert [e.digest for e in cache.entries()] == [blob(2, 1000)[0]]  # two LRU evicted
+    writer.abort()
+
+
+def test_full_disk_with_nothing_to_evict_is_cache_full(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cache = opened(tmp_path, max_bytes=1 << 30)
+    cache.put_bytes(*blob(1, 1000), None)
+    monkeypatch.setattr(cache_module.os, "statvfs", _Disk(cache_module._DISK_HEADROOM + 100))
+    with cache.pin(blob(1, 1000)[0]), pytest.raises(CacheFull, match="disk is full"):
+        cache.new_writer(blob(2, 5000)[0], expected_size=5000)
+    assert len(cache.entries()) == 1  # nothing evicted for a write that cannot happen
+    assert temp_files(tmp_path) == []
