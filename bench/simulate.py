@@ -22,7 +22,11 @@ from typing import Any, Final
 
 import numpy as np
 
+from bench.report import write_section
+from bench.sim import costs as sim_costs
+from bench.sim import report
 from bench.sim.model import Config, Result, Simulation, lower_bound
+from bench.sim.report import changes, describe
 
 ROOT: Final = Path(__file__).resolve().parents[1]
 IMG: Final = ROOT / "docs" / "img"
@@ -33,8 +37,9 @@ TBF_PAYLOAD: Final = (9000 - 52) / (9000 + 14)
 #: What we recommend (see docs/benchmarks.md): each knob is a code change, not a flag.
 RECOMMENDED: Final[dict[str, Any]] = {
     "max_links": 10,
-    "lease_cap": 8,
+    "lease_cap": 16,
     "early_lookup": True,
+    "scheduler": {"per_peer": 1, "origin_slots": 2},
 }
 
 
@@ -52,6 +57,7 @@ def config_from(args: argparse.Namespace) -> Config:
     down = args.down_mbit * MBIT if args.down_mbit > 0 else math.inf
     origin = (args.origin_mbit or args.up_mbit) * MBIT
     extra: dict[str, Any] = dict(RECOMMENDED) if args.recommended else {}
+    extra["scheduler"] = {**extra.get("scheduler", {}), **parse_sched(args.sched)}
     if args.max_links is not None:
         extra["max_links"] = args.max_links
     if args.lease_cap is not None:
@@ -67,42 +73,8 @@ def config_from(args: argparse.Namespace) -> Config:
         slow_fraction=args.slow_fraction, slow_factor=args.slow_factor,
         arrival=args.arrival, spread=args.spread, leave_fraction=args.leave_fraction,
         mode=args.mode, origin_rtt=args.origin_rtt, dt=args.dt, replan=args.replan,
-        scheduler=parse_sched(args.sched), seed=args.seed, max_time=args.max_time, **extra,
+        seed=args.seed, max_time=args.max_time, max_wall=args.max_wall or math.inf, **extra,
     )  # fmt: skip
-
-
-def describe(cfg: Config) -> str:
-    def rate(x: float) -> str:
-        return "∞" if math.isinf(x) else f"{x / MBIT:,.0f}"
-
-    parts = [
-        f"N={cfg.nodes}",
-        f"F={cfg.size / (1 << 20):,.0f} MiB ({cfg.piece_plan().count} × {cfg.piece_plan().piece_size >> 20} MiB)",
-        f"u=d={rate(cfg.up)}" if cfg.up == cfg.down else f"u={rate(cfg.up)} d={rate(cfg.down)}",
-        f"u_s={rate(cfg.origin_up)} Mbit/s",
-    ]
-    if cfg.slow_fraction:
-        parts.append(f"{cfg.slow_fraction:.0%} slow (×{cfg.slow_factor:g})")
-    if cfg.arrival != "flash":
-        parts.append(f"{cfg.arrival} {cfg.spread:g} s")
-    if cfg.leave_fraction:
-        parts.append(f"{cfg.leave_fraction:.0%} leave")
-    if cfg.mode != "mesh":
-        parts.append(cfg.mode)
-    return ", ".join(parts)
-
-
-def changes(cfg: Config) -> str:
-    base = Config()
-    out = [
-        f"{f.name}={getattr(cfg, f.name)}"
-        for f in dataclasses.fields(Config)
-        if f.name
-        in ("max_links", "lease_ttl", "lease_renew", "lease_cap", "early_lookup", "inflight_cap")
-        and getattr(cfg, f.name) != getattr(base, f.name)
-    ]
-    out += [f"{k}={v}" for k, v in cfg.scheduler.items()]
-    return ", ".join(out) or "as shipped"
 
 
 def print_result(r: Result) -> None:
@@ -115,26 +87,17 @@ def print_result(r: Result) -> None:
     )
     print(
         f"  origin egress {s['origin/F']:.2f} F  finished {r.times.size}  left {r.left_early}  "
-        f"unfinished {r.unfinished}"
+        f"unfinished {r.unfinished}  first P2P piece at {c['first_p2p_at']:.2f} s  "
+        f"origin requests in flight at most {c['origin_peak']:.0f}"
     )
     print(
-        "  pieces: {:.0f} from peers, {:.0f} from origin ({:.0f} origin fetches, {:.0f} of a piece "
-        "already fetched); {:.0f} lease refusals; {:.0f} hedges, {:.0f} endgame duplicates, "
-        "{:.0f} cancelled, {:.2f} F wasted; {:.0f} hash misses; {:.0f} timeouts; "
-        "{:.1f} links/node".format(
-            c["pieces_from_peers"],
-            c["pieces_from_origin"],
-            c["origin_fetches"],
-            c["origin_duplicate"],
-            c["lease_refused"],
-            c["hedges"],
-            c["endgame"],
-            c["cancelled"],
-            c["wasted_bytes"] / r.cfg.size,
-            c["hash_miss"],
-            c["timeouts"],
-            2 * c["links"] / r.cfg.nodes,
-        )
+        f"  pieces: {c['pieces_from_peers']:.0f} from peers, {c['pieces_from_origin']:.0f} from "
+        f"origin ({c['origin_fetches']:.0f} origin fetches, {c['origin_duplicate']:.0f} of a piece "
+        f"already fetched); {c['lease_refused']:.0f} lease refusals; {c['hedges']:.0f} hedges, "
+        f"{c['endgame']:.0f} endgame duplicates, {c['cancelled']:.0f} cancelled, "
+        f"{c['wasted_bytes'] / r.cfg.size:.2f} F wasted; {c['hash_miss']:.0f} hash misses; "
+        f"{c['timeouts']:.0f} timeouts; {2 * c['links'] / r.cfg.nodes:.1f} links/node "
+        f"(max {c['links_max']:.0f})"
     )
     print(f"  wall {r.wall:.1f} s for {r.sim_time:.1f} s simulated ({c['steps']:.0f} steps)")
     for name, (calls, secs) in r.costs.items():
@@ -145,7 +108,9 @@ def print_result(r: Result) -> None:
 
 
 # -- plots ---------------------------------------------------------------------------------
-def plot(results: list[tuple[str, Result]], path: Path, title: str) -> None:
+def plot(
+    results: list[tuple[str, Result]], path: Path, title: str, *, relative: bool = True
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -154,107 +119,180 @@ def plot(results: list[tuple[str, Result]], path: Path, title: str) -> None:
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
     for label, r in results:
         times = np.sort(r.times)
-        ax1.plot(times / r.bound, np.arange(1, times.size + 1) / r.cfg.nodes, label=label)
-        rate = r.egress_series / r.cfg.bucket / MBIT
-        ax2.plot(np.arange(rate.size) * r.cfg.bucket, rate, label=label, drawstyle="steps-post")
-    ax1.axvline(1.0, color="grey", lw=0.8, ls=":")
-    ax1.set_xlabel("completion time / lower bound")
+        x = times / r.bound if relative else times
+        ax1.plot(x, np.arange(1, times.size + 1) / r.cfg.nodes, label=label)
+        egress = r.egress_series / r.cfg.bucket / MBIT
+        ax2.plot(np.arange(egress.size) * r.cfg.bucket, egress, label=label, drawstyle="steps-post")
+    if relative:
+        ax1.axvline(1.0, color="grey", lw=0.8, ls=":")
+    ax1.set_xlabel("completion time / lower bound" if relative else "completion time (s)")
     ax1.set_ylabel("fraction of nodes done")
     ax1.set_title("completion CDF")
     ax1.set_xlim(left=0)
+    ax1.set_ylim(0, 1.02)
     ax1.grid(alpha=0.3)
-    ax1.legend(fontsize=8)
+    ax1.legend(fontsize=7)
     ax2.set_xlabel("time (s)")
     ax2.set_ylabel("origin egress (Mbit/s)")
     ax2.set_title("origin egress")
     ax2.grid(alpha=0.3)
-    fig.suptitle(title, fontsize=10)
+    fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
-# -- the suite -----------------------------------------------------------------------------
-def row(label: str, r: Result) -> str:
-    s = r.summary()
-    c = r.counters
-    return (
-        f"| {label} | {changes(r.cfg)} | {s['bound']:.2f} | {s['p50']:.2f} ({s['p50/bound']:.2f}×) "
-        f"| {s['p99']:.2f} ({s['p99/bound']:.2f}×) | {s['max']:.2f} ({s['max/bound']:.2f}×) "
-        f"| {s['origin/F']:.2f} | {c['origin_duplicate']:.0f} | {c['lease_refused']:,.0f} "
-        f"| {c['hedges']:,.0f} / {c['endgame']:,.0f} | {c['wasted_bytes'] / r.cfg.size:.2f} "
-        f"| {2 * c['links'] / r.cfg.nodes:.0f} | {r.wall:.0f} |"
-    )
-
-
-HEAD: Final = (
-    "| scenario | changes | bound (s) | p50 (s) | p99 (s) | max (s) | origin egress / F "
-    "| origin re-fetches | lease refusals | hedges / endgame | wasted / F | links per node | wall (s) |\n"
-    "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
-)
-
-
-def run(cfg: Config, *, progress: bool = True) -> Result:
-    result = Simulation(cfg).run(progress=progress)
+# -- runs ----------------------------------------------------------------------------------
+def run(cfg: Config, *, cache: Path | None = None, key: str = "", reuse: bool = False) -> Result:
+    """Run ``cfg`` (or load the result cached under ``key``) and print it."""
+    path = cache / f"{key}.json" if cache and key else None
+    if reuse and path is not None and path.exists():
+        result = Result.from_json(json.loads(path.read_text()))
+        if result.cfg == cfg:
+            print_result(result)
+            return result
+    result = Simulation(cfg).run(progress=True)
     print_result(result)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(result.to_json()))
     return result
 
 
-def validate(args: argparse.Namespace) -> list[tuple[str, Result]]:
-    """bench/swarm.py's configuration: N nodes, F, every uplink U (tbf), downlinks unshaped."""
-    u = args.up_mbit * MBIT * TBF_PAYLOAD
-    size = int(args.size_mib * (1 << 20))
-    base = Config(
-        nodes=args.nodes, size=size, up=u, down=math.inf, origin_up=u, origin_rtt=0.002,
-        dt=args.dt, replan=args.replan, seed=args.seed,
-    )  # fmt: skip
-    out = []
-    for label, cfg in (
+def validation_configs(nodes: int, size_mib: float, up_mbit: float) -> list[tuple[str, Config]]:
+    """bench/swarm.py's runs: every uplink U (tbf, MTU 9000), downlinks unshaped."""
+    u = up_mbit * MBIT * TBF_PAYLOAD
+    size = int(size_mib * (1 << 20))
+    base = Config(nodes=nodes, size=size, up=u, down=math.inf, origin_up=u, origin_rtt=0.002)
+    return [
         ("plain server", dataclasses.replace(base, mode="server")),
         ("flash crowd", base),
-        ("rolling (k·F/2U)", dataclasses.replace(base, arrival="stagger", spread=size / u / 2)),
-    ):
-        r = Simulation(cfg).run()
-        out.append((label, r))
+        (
+            "rolling, node k at k·F/2U",
+            dataclasses.replace(base, arrival="stagger", spread=size / u / 2),
+        ),
+    ]
+
+
+def validate(args: argparse.Namespace) -> list[tuple[str, Result]]:
+    out = []
+    for label, cfg in validation_configs(args.nodes, args.size_mib, args.up_mbit):
+        cfg = dataclasses.replace(cfg, replan=args.replan, seed=args.seed, dt=args.dt)
         print(f"{label}:")
-        print_result(r)
+        out.append((label, run(cfg)))
+    measured = report.swarm_p50(ROOT / "docs" / "benchmarks.md")
+    print(report.validation_table(out, measured))
     return out
 
 
 def suite(args: argparse.Namespace) -> None:
-    n, size = args.nodes, int(args.size_gib * (1 << 30)) if args.size_gib else 1 << 30
+    """Every scenario of the docs section; results cached in ``--cache`` (``--reuse``)."""
+    n = args.nodes
+    size = int(args.size_gib * (1 << 30)) if args.size_gib else 1 << 30
     u = 1000 * MBIT
-    base = Config(nodes=n, size=size, up=u, down=u, origin_up=u, replan=args.replan, seed=args.seed)
+    base = Config(
+        nodes=n, size=size, up=u, down=u, origin_up=u, replan=args.replan, seed=args.seed,
+        max_wall=args.max_wall, max_time=args.max_time,
+    )  # fmt: skip
     rec = dataclasses.replace(base, **RECOMMENDED)
-    scenarios: list[tuple[str, str, Config]] = [
-        ("flash", "flash crowd, uniform", base),
-        ("flash", "flash crowd, uniform", rec),
-        ("slow", "flash, 10% slow (×0.1)", dataclasses.replace(rec, slow_fraction=0.1)),
-        ("rolling", "rolling over 60 s", dataclasses.replace(rec, arrival="rolling", spread=60.0)),
-        ("leave", "flash, 10% leave", dataclasses.replace(rec, leave_fraction=0.1)),
-        ("origin", "flash, u_s = 10 Gbit/s", dataclasses.replace(rec, origin_up=10 * u)),
+    small = dataclasses.replace(rec, nodes=200)
+    plan: list[tuple[str, str, Config]] = [
+        ("shipped", "flash crowd", base),
+        ("recommended", "flash crowd", rec),
+        ("slow", "flash crowd, 10% slow nodes (×0.1)", dataclasses.replace(rec, slow_fraction=0.1)),
+        (
+            "rolling",
+            "rolling, arrivals over 60 s",
+            dataclasses.replace(rec, arrival="rolling", spread=60.0),
+        ),
+        (
+            "leave",
+            "flash crowd, 10% leave mid-transfer",
+            dataclasses.replace(rec, leave_fraction=0.1),
+        ),
+        ("fast-origin", "flash crowd, u_s = 10 Gbit/s", dataclasses.replace(rec, origin_up=10 * u)),
+        ("s-base", "200 nodes (reference)", small),
+        ("s-dt", "200 nodes, dt / 2", dataclasses.replace(small, dt=small.step() / 2)),
+        ("s-replan", "200 nodes, re-plan every step", dataclasses.replace(small, replan=0.0)),
+        ("s-exact", "200 nodes, exact max-min", dataclasses.replace(small, tol=0.0)),
+        ("s-seed", "200 nodes, seed 2", dataclasses.replace(small, seed=2)),
+        ("a-lease", "200 nodes, shipped leases", dataclasses.replace(small, lease_cap=None)),
+        ("a-links20", "200 nodes, 20 links", dataclasses.replace(small, max_links=20)),
+        (
+            "a-pp4",
+            "200 nodes, per_peer 4",
+            dataclasses.replace(small, scheduler=drop(small, "per_peer")),
+        ),
+        (
+            "a-os6",
+            "200 nodes, shipped origin_slots",
+            dataclasses.replace(small, scheduler=drop(small, "origin_slots")),
+        ),
+        (
+            "a-lookup",
+            "200 nodes, lookup before announce",
+            dataclasses.replace(small, early_lookup=False),
+        ),
     ]
+    if args.kraken:
+        kraken = dataclasses.replace(rec, nodes=5000, size=500 * 10**6)
+        plan.append(("kraken", "5,000 × 500 MB (Kraken's simulation size)", kraken))
     if args.only:
-        scenarios = [s for s in scenarios if s[0] in args.only]
-    results: list[tuple[str, str, Result]] = []
-    for key, label, cfg in scenarios:
-        print(f"== {label} ({changes(cfg)})", flush=True)
-        results.append((key, label, run(cfg)))
-    lines = [HEAD] + [row(label, r) for _, label, r in results]
-    print("\n".join(lines))
-    if args.write:
-        plot(
-            [(f"{label} ({changes(r.cfg)})", r) for key, label, r in results if key == "flash"],
-            IMG / "sim-flash.png",
-            f"{describe(base)}: shipped vs recommended",
+        plan = [p for p in plan if p[0] in args.only]
+    results: dict[str, tuple[str, Result]] = {}
+    for key, label, cfg in plan:
+        print(f"== {key}: {label} ({changes(cfg)})", flush=True)
+        results[key] = (label, run(cfg, cache=args.cache, key=key, reuse=args.reuse))
+    validation = []
+    setup = report.swarm_setup(ROOT / "docs" / "benchmarks.md") or (8, 256.0, 160.0)
+    for label, cfg in validation_configs(*setup):
+        key = "v-" + label.split()[0]
+        validation.append(
+            (
+                label,
+                run(
+                    dataclasses.replace(cfg, seed=args.seed),
+                    cache=args.cache,
+                    key=key,
+                    reuse=args.reuse,
+                ),
+            )
         )
+    costs = sim_costs.table()
+    if not args.write:
+        return
+    flash = [
+        (f"{key}: {changes(r.cfg)}", r)
+        for key, (_, r) in results.items()
+        if key in ("shipped", "recommended")
+    ]
+    if flash:
+        plot(flash, IMG / "sim-flash.png", report.describe(base))
+    scen = [
+        (label, r)
+        for key, (label, r) in results.items()
+        if key in ("recommended", "slow", "rolling", "leave", "fast-origin")
+    ]
+    if scen:
         plot(
-            [(label, r) for key, label, r in results if changes(r.cfg) != "as shipped"],
+            scen,
             IMG / "sim-scenarios.png",
-            f"{describe(rec)}; {changes(rec)}",
+            f"{report.describe(rec)}; {changes(rec)}",
+            relative=False,
         )
-        (ROOT / "bench" / "sim" / "last-suite.md").write_text("\n".join(lines) + "\n")
+    body = report.body(results, validation, costs, ROOT / "docs" / "benchmarks.md")
+    write_section(
+        "simulator", "Swarm simulator: 1,000 nodes on the real scheduler", SUITE_COMMAND, body
+    )
+    print(f"wrote the simulator section of docs/benchmarks.md and {IMG}/sim-*.png")
+
+
+def drop(cfg: Config, key: str) -> dict[str, Any]:
+    return {k: v for k, v in cfg.scheduler.items() if k != key}
+
+
+SUITE_COMMAND: Final = ".venv/bin/python -m bench.simulate --suite --write"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -292,11 +330,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--early-lookup", action="store_true")
     parser.add_argument("--inflight-cap", type=int, default=None)
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--max-time", type=float, default=3600.0)
+    parser.add_argument("--max-time", type=float, default=3600.0, help="simulated seconds")
+    parser.add_argument("--max-wall", type=float, default=None, help="real seconds")
     parser.add_argument("--plot", type=Path, default=None, help="write the CDF/egress PNG here")
     parser.add_argument("--validate", action="store_true", help="bench/swarm.py's configuration")
     parser.add_argument("--suite", action="store_true", help="the docs/benchmarks.md scenarios")
-    parser.add_argument("--only", nargs="*", default=None)
+    parser.add_argument("--only", nargs="*", default=None, help="suite: these scenario keys")
+    parser.add_argument("--kraken", action="store_true", help="suite: add 5,000 × 500 MB")
+    parser.add_argument("--cache", type=Path, default=Path("/tmp/shoal-sim"), help="suite results")
+    parser.add_argument("--reuse", action="store_true", help="suite: reuse cached results")
     parser.add_argument(
         "--write", action="store_true", help="suite: write plots and the docs section"
     )
@@ -311,6 +353,10 @@ def main(argv: list[str] | None = None) -> int:
         validate(args)
         return 0
     if args.suite:
+        if args.max_wall is None:
+            args.max_wall = 1800.0  # the shipped code's scheduler is slow at this scale
+        if args.max_time == 3600.0:
+            args.max_time = 120.0
         suite(args)
         return 0
     cfg = config_from(args)

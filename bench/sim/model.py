@@ -46,6 +46,7 @@ of ``dt``; events inside a step keep their exact times, and a node re-plans
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import math
 import random
@@ -104,7 +105,9 @@ class Config:
     inflight_cap: int | None = None  # BlobFetch: at most this many requests in flight
     seed: int = 1
     max_time: float = 3600.0
+    max_wall: float = math.inf  # stop after this many seconds of real time
     bucket: float = 0.5  # seconds per bin of the origin egress time series
+    tol: float = 0.01  # max-min allocation tolerance (bench.sim.network.maxmin)
 
     def piece_plan(self) -> PiecePlan:
         return PiecePlan.for_size(self.size)
@@ -228,6 +231,31 @@ class Result:
     sim_time: float
     costs: dict[str, tuple[int, float]]  # real-code call counts and total seconds
 
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "cfg": dataclasses.asdict(self.cfg),
+            "bound": self.bound,
+            "times": self.times.tolist(),
+            "arrivals": self.arrivals.tolist(),
+            "left_early": self.left_early,
+            "unfinished": self.unfinished,
+            "origin_bytes": self.origin_bytes,
+            "egress_series": self.egress_series.tolist(),
+            "upload_series": self.upload_series.tolist(),
+            "counters": self.counters,
+            "wall": self.wall,
+            "sim_time": self.sim_time,
+            "costs": self.costs,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Result:
+        arrays = ("times", "arrivals", "egress_series", "upload_series")
+        fields = {k: (np.array(v) if k in arrays else v) for k, v in data.items()}
+        fields["cfg"] = Config(**data["cfg"])
+        fields["costs"] = {k: tuple(v) for k, v in data["costs"].items()}
+        return cls(**fields)
+
     def pct(self, q: float) -> float:
         return float(np.percentile(self.times, q)) if self.times.size else math.nan
 
@@ -269,7 +297,7 @@ class Simulation:
             _Node(i, float(ups[i]), float(downs[i]), arrivals[order[i]]) for i in range(n)
         ]
         self.origin = n  # endpoint id of the origin
-        self.net = Network([*ups.tolist(), cfg.origin_up], [*downs.tolist(), math.inf])
+        self.net = Network([*ups.tolist(), cfg.origin_up], [*downs.tolist(), math.inf], tol=cfg.tol)
         self.registry = Registry(Policy(), rng=random.Random(cfg.seed + 1))
         self.sched_cfg = dict(cfg.scheduler)
         self.endgame = fetch_config(0, **self.sched_cfg).endgame_pieces
@@ -301,10 +329,15 @@ class Simulation:
                 "pieces_from_origin",
                 "plans",
                 "steps",
+                "origin_peak",
+                "first_p2p_at",
+                "origin_done_at",
+                "links_max",
             ),
             0,
         )
         self.origin_fetched = [0] * self.n_pieces
+        self.origin_open = 0
         self.costs: dict[str, list[float]] = {
             k: [0, 0.0]
             for k in (
@@ -571,7 +604,7 @@ class Simulation:
             return
         self._out_del(node, req)
         holder_id = int(holder[5:])
-        if holder_id in node.known:  # Swarm.want_link
+        if holder_id in node.known:  # Swarm.want_link (within max_links, if capped)
             self._link(node, self.nodes[holder_id], t)
         if expires is None:  # what-if lease cap: back the origin off for every piece
             assert node.bits is not None
@@ -593,6 +626,8 @@ class Simulation:
             self.counters["origin_duplicate"] += 1
         req.ch = self.net.open(self.origin, node.id)
         self.net.push(req.ch, req, self.plan.length(req.piece))
+        self.origin_open += 1
+        self.counters["origin_peak"] = max(self.counters["origin_peak"], self.origin_open)
 
     def _cancel(self, node: _Node, req: _Req, t: float) -> None:
         """Abandon ``req`` on the wire (a loser of a hedge/endgame race, or a timeout)."""
@@ -606,6 +641,7 @@ class Simulation:
         self.counters["cancelled"] += 1
         if isinstance(req.source, Origin):
             _, wasted = self.net.close(req.ch)
+            self.origin_open -= 1
         else:
             wasted = self.net.cancel(req.ch, req)
         req.ch = -1
@@ -626,6 +662,7 @@ class Simulation:
         length = self.plan.length(index)
         if isinstance(req.source, Origin) and req.ch >= 0:
             self.net.close(req.ch)
+            self.origin_open -= 1
         req.ch = -1
         if node.out.get((req.source, index)) is not req:
             self.counters["wasted_bytes"] += length  # cancelled while in the same step
@@ -651,6 +688,8 @@ class Simulation:
                     node.dirty = True
                     return
             node.from_peers += length
+            if not self.counters["pieces_from_peers"]:
+                self.counters["first_p2p_at"] = t
             self.counters["pieces_from_peers"] += 1
         if index in node.bits:
             return
@@ -720,7 +759,7 @@ class Simulation:
         bucket_bytes = np.zeros(int(cfg.max_time / cfg.bucket) + 2)
         bucket_up = np.zeros_like(bucket_bytes)
         up_prev = 0.0
-        while self.pending and t < cfg.max_time:
+        while self.pending and t < cfg.max_time and time.perf_counter() - wall0 < cfg.max_wall:
             t1 = t + dt
             idle = self.net.active == 0 and self.events and self.events[0][0] > t1
             if idle and not any(n.sched is not None for n in self.nodes):
@@ -734,6 +773,8 @@ class Simulation:
                 cost[1] += time.perf_counter() - t_mm
             sent = float(self.net.sent[origin])
             slot = min(int(t / cfg.bucket), len(bucket_bytes) - 1)
+            if not self.counters["origin_done_at"] and sent >= cfg.size * (1 - 1e-9):
+                self.counters["origin_done_at"] = t1
             bucket_bytes[slot] += sent - egress_prev
             egress_prev = sent
             up_now = float(self.net.sent.sum()) - sent
@@ -752,12 +793,18 @@ class Simulation:
                     self._handle(kind, payload, tt)
             t = t1
             self.counters["steps"] += 1
-            for node in self.nodes:
-                if node.sched is None:
-                    continue
-                if (
-                    node.dirty and t - node.last_plan >= cfg.replan - 1e-12
-                ) or t - node.last_plan >= TICK:
+            due = [
+                node
+                for node in self.nodes
+                if node.sched is not None
+                and (
+                    (node.dirty and t - node.last_plan >= cfg.replan - 1e-12)
+                    or t - node.last_plan >= TICK
+                )
+            ]
+            self.rng.shuffle(due)  # who reaches the tracker first is a race, not node order
+            for node in due:
+                if node.sched is not None:
                     self._plan(node, t)
             if progress and time.perf_counter() - last_report > 5:
                 last_report = time.perf_counter()
@@ -767,6 +814,7 @@ class Simulation:
                     f"  origin {self.net.sent[origin] / cfg.size:.2f}F  wall {last_report - wall0:.0f}s",
                     flush=True,
                 )
+        self.counters["links_max"] = max(len(n.links) for n in self.nodes)
         times = np.array([n.done_at - n.arrival for n in self.nodes if not math.isnan(n.done_at)])
         arrivals = np.array([n.arrival for n in self.nodes if not math.isnan(n.done_at)])
         n_buckets = int(t / cfg.bucket) + 1

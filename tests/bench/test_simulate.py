@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import math
 import random
+from pathlib import Path
 
 import pytest
 
 np = pytest.importorskip("numpy")
 
+from bench.sim import report  # noqa: E402
 from bench.sim.model import Config, Simulation, lower_bound  # noqa: E402
 from bench.sim.network import Network, maxmin  # noqa: E402
 
@@ -132,3 +134,16 @@ def test_a_small_mesh_respects_the_lower_bound_and_fetches_each_piece_once() -> 
     assert result.times.max() <= plain_server / 2  # P2P does the work
     assert result.origin_bytes == pytest.approx(cfg.size, rel=0.05)
     assert result.counters["pieces_from_peers"] > result.counters["pieces_from_origin"]
+
+
+def test_reads_the_real_swarm_figures_to_compare_with(tmp_path: Path) -> None:
+    doc = tmp_path / "benchmarks.md"
+    doc.write_text(
+        "<!-- bench:swarm -->\n## Flash crowd\n\nN = 8 nodes + tracker; uplinks U = 160 Mbit/s; "
+        "F = 256 MiB.\n\n| experiment | p50 s | max s |\n| --- | ---: | ---: |\n"
+        "| **shoal, flash crowd** | 15.2 | 17.0 |\n| plain server (no P2P) | 108.5 | 109.0 |\n"
+        "| shoal, rolling | 6.1 | 14.0 |\n<!-- /bench:swarm -->\n"
+    )
+    assert report.swarm_setup(doc) == (8, 256.0, 160.0)
+    assert report.swarm_p50(doc) == {"flash": 15.2, "plain": 108.5, "rolling": 6.1}
+    assert report.swarm_p50(tmp_path / "missing.md") == {}
