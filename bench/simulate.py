@@ -175,15 +175,40 @@ def validation_configs(nodes: int, size_mib: float, up_mbit: float) -> list[tupl
     ]
 
 
-def validate(args: argparse.Namespace) -> list[tuple[str, Result]]:
-    out = []
-    for label, cfg in validation_configs(args.nodes, args.size_mib, args.up_mbit):
-        cfg = dataclasses.replace(cfg, replan=args.replan, seed=args.seed, dt=args.dt)
-        print(f"{label}:")
-        out.append((label, run(cfg)))
-    measured = report.swarm_p50(ROOT / "docs" / "benchmarks.md")
-    print(report.validation_table(out, measured))
+def validation_runs(
+    doc: Path, names: list[str] | None, *, seed: int = 1, cache: Path | None = None, reuse: bool = False,
+    replan: float = 0.005, dt: float | None = None,
+) -> dict[str, list[tuple[str, Result]]]:  # fmt: skip
+    """Simulate each bench/swarm.py section's configuration (default 8 × 256 MiB × 160 Mbit/s)."""
+    names = names or report.swarm_sections(doc) or ["swarm"]
+    out: dict[str, list[tuple[str, Result]]] = {}
+    for name in names:
+        setup = report.swarm_setup(doc, name) or (8, 256.0, 160.0)
+        out[name] = []
+        for label, cfg in validation_configs(*setup):
+            cfg = dataclasses.replace(cfg, seed=seed, replan=replan, dt=dt)
+            print(f"{name}, {label}:")
+            key = f"v-{name}-{label.split()[0]}"
+            out[name].append((label, run(cfg, cache=cache, key=key, reuse=reuse)))
     return out
+
+
+def validate(args: argparse.Namespace) -> None:
+    doc = ROOT / "docs" / "benchmarks.md"
+    if args.section:
+        names = args.section
+    elif report.swarm_sections(doc):
+        names = report.swarm_sections(doc)
+    else:
+        names = ["swarm"]
+    runs = validation_runs(doc, names, seed=args.seed, replan=args.replan, dt=args.dt)
+    for name, results in runs.items():
+        print(f"\n{name}:")
+        print(
+            report.validation_table(
+                results, report.swarm_rows(doc, name), report.swarm_p50(doc, name)
+            )
+        )
 
 
 def suite(args: argparse.Namespace) -> None:
@@ -244,21 +269,9 @@ def suite(args: argparse.Namespace) -> None:
     for key, label, cfg in plan:
         print(f"== {key}: {label} ({changes(cfg)})", flush=True)
         results[key] = (label, run(cfg, cache=args.cache, key=key, reuse=args.reuse))
-    validation = []
-    setup = report.swarm_setup(ROOT / "docs" / "benchmarks.md") or (8, 256.0, 160.0)
-    for label, cfg in validation_configs(*setup):
-        key = "v-" + label.split()[0]
-        validation.append(
-            (
-                label,
-                run(
-                    dataclasses.replace(cfg, seed=args.seed),
-                    cache=args.cache,
-                    key=key,
-                    reuse=args.reuse,
-                ),
-            )
-        )
+    validation = validation_runs(
+        ROOT / "docs" / "benchmarks.md", None, seed=args.seed, cache=args.cache, reuse=args.reuse
+    )
     costs = sim_costs.table()
     if not args.write:
         return
@@ -333,7 +346,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-time", type=float, default=3600.0, help="simulated seconds")
     parser.add_argument("--max-wall", type=float, default=None, help="real seconds")
     parser.add_argument("--plot", type=Path, default=None, help="write the CDF/egress PNG here")
-    parser.add_argument("--validate", action="store_true", help="bench/swarm.py's configuration")
+    parser.add_argument(
+        "--validate", action="store_true", help="bench/swarm.py's configurations (its sections)"
+    )
+    parser.add_argument("--section", nargs="*", default=None, help="validate: these swarm sections")
     parser.add_argument("--suite", action="store_true", help="the docs/benchmarks.md scenarios")
     parser.add_argument("--only", nargs="*", default=None, help="suite: these scenario keys")
     parser.add_argument("--kraken", action="store_true", help="suite: add 5,000 × 500 MB")
@@ -344,12 +360,6 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     if args.validate:
-        if args.nodes == 1000:
-            args.nodes = 8
-        if args.size_mib == 1024.0 and not args.size_gib:
-            args.size_mib = 256.0
-        if args.up_mbit == 1000.0:
-            args.up_mbit = 160.0
         validate(args)
         return 0
     if args.suite:
