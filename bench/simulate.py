@@ -39,6 +39,7 @@ RECOMMENDED: Final[dict[str, Any]] = {
     "max_links": 10,
     "lease_cap": 16,
     "early_lookup": True,
+    "piece_round_down": True,
     "scheduler": {"per_peer": 1, "origin_slots": 2},
 }
 
@@ -68,6 +69,8 @@ def config_from(args: argparse.Namespace) -> Config:
         extra["early_lookup"] = True
     if args.inflight_cap is not None:
         extra["inflight_cap"] = args.inflight_cap
+    if args.piece_mib is not None:
+        extra["piece_size"] = int(args.piece_mib * (1 << 20))
     return Config(
         nodes=args.nodes, size=size, up=up, down=down, origin_up=origin,
         slow_fraction=args.slow_fraction, slow_factor=args.slow_factor,
@@ -259,6 +262,11 @@ def suite(args: argparse.Namespace) -> None:
             "200 nodes, lookup before announce",
             dataclasses.replace(small, early_lookup=False),
         ),
+        (
+            "a-piece",
+            "200 nodes, shipped piece size",
+            dataclasses.replace(small, piece_round_down=False),
+        ),
     ]
     if args.kraken:
         kraken = dataclasses.replace(rec, nodes=5000, size=500 * 10**6)
@@ -342,6 +350,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lease-renew", action="store_true")
     parser.add_argument("--early-lookup", action="store_true")
     parser.add_argument("--inflight-cap", type=int, default=None)
+    parser.add_argument("--piece-mib", type=float, default=None, help="what-if piece size")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--max-time", type=float, default=3600.0, help="simulated seconds")
     parser.add_argument("--max-wall", type=float, default=None, help="real seconds")

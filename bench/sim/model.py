@@ -59,7 +59,7 @@ import numpy as np
 from bench.sim.network import Network
 from peer.mesh import fetch as _fetch
 from peer.mesh.fetch import HASH_REFRESH, LEASE_TTL, LOOKUP_INTERVAL, PEER_PIECE_TIMEOUT, TICK
-from peer.mesh.pieces import Bitfield, PiecePlan
+from peer.mesh.pieces import MAX_PIECE_SIZE, MIN_PIECE_SIZE, Bitfield, PiecePlan
 from peer.mesh.scheduler import ORIGIN, Origin, PieceScheduler, SchedulerConfig
 from peer.mesh.swarm import ANNOUNCE_DEBOUNCE, MAX_LINKS_PER_BLOB, MAX_REQUESTS, MIN_ANNOUNCE_GAP
 from tracker import protocol as p
@@ -103,6 +103,8 @@ class Config:
     origin_retry: float = 0.25
     early_lookup: bool = False  # Swarm: first lookup after our own announce, not before
     inflight_cap: int | None = None  # BlobFetch: at most this many requests in flight
+    piece_size: int | None = None  # pieces.piece_size_for: this size
+    piece_round_down: bool = False  # pieces.piece_size_for: round size/500 down, not up
     seed: int = 1
     max_time: float = 3600.0
     max_wall: float = math.inf  # stop after this many seconds of real time
@@ -110,6 +112,12 @@ class Config:
     tol: float = 0.01  # max-min allocation tolerance (bench.sim.network.maxmin)
 
     def piece_plan(self) -> PiecePlan:
+        if self.piece_size is not None:
+            return PiecePlan(self.size, self.piece_size)
+        if self.piece_round_down:  # the power of two at or below size/500, not above
+            want = max(1, self.size // 500)
+            size = min(MAX_PIECE_SIZE, max(MIN_PIECE_SIZE, 1 << (want.bit_length() - 1)))
+            return PiecePlan(self.size, size)
         return PiecePlan.for_size(self.size)
 
     def step(self) -> float:

@@ -41,7 +41,16 @@ def describe(cfg: Config) -> str:
     return ", ".join(parts)
 
 
-WHAT_IFS = ("max_links", "lease_cap", "early_lookup", "inflight_cap", "lease_renew", "lease_ttl")
+WHAT_IFS = (
+    "max_links",
+    "lease_cap",
+    "early_lookup",
+    "inflight_cap",
+    "lease_renew",
+    "lease_ttl",
+    "piece_size",
+    "piece_round_down",
+)
 
 
 def changes(cfg: Config) -> str:
@@ -367,8 +376,12 @@ def body(
         "pieces spread over).\n"
         "4. **Swarm: look holders up after our own announce** (or return the holder's "
         "address with a refused lease).\n"
+        "5. **`pieces.piece_size_for`: round size/500 down** to a power of two, not up "
+        "(1 GiB → 512 pieces of 2 MiB instead of 256 of 4 MiB). A piece is re-shared only "
+        "once whole, so its transfer time over a downlink shared by ~10 links is the delay "
+        "per hop, and the last pieces out of the origin still have to cross the swarm.\n"
     )
-    add(table(results, ["s-base", "a-lease", "a-links20", "a-pp4", "a-os6", "a-lookup"]))
+    add(table(results, ["s-base", "a-lease", "a-links20", "a-pp4", "a-os6", "a-lookup", "a-piece"]))
     add("\n(200 nodes, same rates; each row undoes one recommendation.)\n")
     add("### What the real scheduler costs\n")
     add(
