@@ -190,6 +190,7 @@ class _Node:
         "name",
         "out",
         "per_src",
+        "periodic_at",
         "sched",
         "session",
         "up",
@@ -217,6 +218,7 @@ class _Node:
         self.last_plan = -math.inf
         self.last_announce = -math.inf
         self.announce_at = math.inf
+        self.periodic_at = math.inf
         self.from_origin = 0
         self.from_peers = 0
 
@@ -400,7 +402,9 @@ class Simulation:
         node.last_announce = t
         node.announce_at = math.inf
         interval = reply.interval or DEFAULT_ANNOUNCE_INTERVAL
-        self._push(t + interval * (0.9 + 0.2 * self.rng.random()), "announce", node.id)
+        # one timer, restarted by every announce (Swarm._announce_loop)
+        node.periodic_at = t + interval * (0.9 + 0.2 * self.rng.random())
+        self._push(node.periodic_at, "announce", node.id)
 
     def _announce_soon(self, node: _Node, t: float) -> None:
         at = max(t + ANNOUNCE_DEBOUNCE, node.last_announce + MIN_ANNOUNCE_GAP)
@@ -736,7 +740,7 @@ class Simulation:
             self._find_peers(self.nodes[payload], t)
         elif kind == "announce":
             node = self.nodes[payload]
-            if not node.dead and t >= node.last_announce + MIN_ANNOUNCE_GAP:
+            if not node.dead and t == node.periodic_at:
                 self._announce(node, t)
         elif kind == "announce_soon":
             node = self.nodes[payload]
