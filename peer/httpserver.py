@@ -14,6 +14,7 @@ short ``200`` (checklist E8). h11 enforces the head size cap (``MAX_HEAD``).
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import AsyncIterable, Awaitable, Callable
@@ -161,7 +162,8 @@ class _Conn:
                 await self.stream.send_all(part)
 
     async def _simple(self, status: int, reason: str) -> None:
-        body = f'{{"errors":[{{"code":"UNSUPPORTED","message":"{reason}"}}]}}'.encode()
+        # json.dumps, not a format string: the reason quotes the client's bytes (backslashes)
+        body = json.dumps({"errors": [{"code": "UNSUPPORTED", "message": reason}]}).encode()
         headers = [
             ("content-type", "application/json"),
             ("content-length", str(len(body))),

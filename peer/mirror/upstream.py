@@ -382,7 +382,10 @@ class Upstream:
         url = f"{base}/v2/{quote(repo, safe='/')}/{quote(path, safe='/:')}"
         send_headers = dict(headers or {})
         if accept is not None:
-            send_headers["Accept"] = ", ".join(accept or DEFAULT_MANIFEST_ACCEPT)
+            # The client's Accept goes upstream as sent, as far as a header can carry it:
+            # h11 lets latin-1 bytes in, httpx refuses to send them (UnicodeEncodeError).
+            usable = [line for line in accept if line.isascii() and line.isprintable()]
+            send_headers["Accept"] = ", ".join(usable or DEFAULT_MANIFEST_ACCEPT)
         creds = as_client or self._credentials.get(registry)
         scopes: dict[str, tuple[str, ...]] = {}  # origin -> scopes its 401 challenge named
         redirects = 0

@@ -16,9 +16,12 @@ from tracker.service import serve as serve_tracker
 
 
 @contextlib.asynccontextmanager
-async def running_tracker() -> AsyncIterator[str]:
-    """A memory-store tracker on a free loopback port (no mDNS); yields its URL."""
-    config = TrackerConfig(listen_host="127.0.0.1", listen_port=0, mdns=False)
+async def running_tracker(**overrides: Any) -> AsyncIterator[str]:
+    """A memory-store tracker on a free loopback port (no mDNS); yields its URL.
+
+    ``overrides`` are TrackerConfig fields (``admin_token=...``).
+    """
+    config = TrackerConfig(listen_host="127.0.0.1", listen_port=0, mdns=False, **overrides)
     async with trio.open_nursery() as nursery:
         port = await nursery.start(
             lambda task_status: serve_tracker(config, task_status=task_status)

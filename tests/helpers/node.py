@@ -30,6 +30,7 @@ class Node:
     url: str
     host: str
     config: PeerConfig
+    p2p_port: int = 0  # the bound P2P port (0 with --tracker none: no mesh)
 
     def client(self, **kw: Any) -> httpx.AsyncClient:
         kw.setdefault("timeout", 30)
@@ -51,7 +52,7 @@ async def running_node(data: Path, **overrides: Any) -> AsyncIterator[Node]:
         bound = await nursery.start(serve, config)
         host = f"127.0.0.1:{bound.http_port}"
         try:
-            yield Node(url=f"http://{host}", host=host, config=config)
+            yield Node(url=f"http://{host}", host=host, config=config, p2p_port=bound.p2p_port)
         finally:
             nursery.cancel_scope.cancel()
 

@@ -992,3 +992,14 @@ async def test_head_manifest_trusts_a_complete_head() -> None:
     )
     assert [r.method for r in origin.requests] == ["HEAD"]
     assert origin.requests[0].headers["accept"] == ", ".join(DEFAULT_MANIFEST_ACCEPT)
+
+
+async def test_accept_lines_a_header_cannot_carry_are_dropped() -> None:
+    """h11 admits latin-1 bytes in a client's Accept; httpx cannot send them (found by
+    tests/fuzz/test_registry.py: a 500 for ``Accept: \\x80``)."""
+    origin = Scripted(manifest_ok)
+    async with opened(origin.upstream()) as up:
+        await up.get_manifest("reg.example.test", "r", "v1", ["\x80", OCI_MANIFEST, "a\x01"])
+        await up.get_manifest("reg.example.test", "r", "v1", ["\x80"])
+    assert origin.requests[0].headers["accept"] == OCI_MANIFEST
+    assert origin.requests[1].headers["accept"] == ", ".join(DEFAULT_MANIFEST_ACCEPT)
