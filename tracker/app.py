@@ -125,7 +125,7 @@ class TrackerApp:
         request = Request.from_scope(scope, receive)
         route, response = await self.handle(request)
         self.metrics.requests.labels(route, str(response.status)).inc()
-        await send_response(send, response)
+        await send_response(send, response, close=request.body_unread())
 
     async def handle(self, request: Request) -> tuple[str, Response]:
         """Route and answer one request; returns the route template and the response."""

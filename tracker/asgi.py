@@ -65,6 +65,7 @@ class Request:
     query: dict[str, str]
     headers: dict[str, str]
     receive: Receive = field(repr=False)
+    consumed: bool = field(default=False, repr=False)  # body() read to the end
 
     @classmethod
     def from_scope(cls, scope: Scope, receive: Receive) -> Request:
@@ -93,10 +94,19 @@ class Request:
         while True:
             message = await self.receive()
             if message["type"] != "http.request":  # http.disconnect
+                self.consumed = True
                 return buffer.getvalue()
             buffer.feed(message.get("body", b""))
             if not message.get("more_body", False):
+                self.consumed = True
                 return buffer.getvalue()
+
+    def body_unread(self) -> bool:
+        """Whether the client sent a body that nobody read (an error answered first)."""
+        if self.consumed:
+            return False
+        length = self.headers.get("content-length")
+        return "transfer-encoding" in self.headers or length not in (None, "0")
 
     def media_type(self) -> str:
         """The ``Content-Type`` without parameters, lower-cased ("" when absent)."""
@@ -137,12 +147,20 @@ def error_response(error: TrackerError) -> Response:
     return json_response(error.status_hint, payload, headers=tuple(headers))
 
 
-async def send_response(send: Send, response: Response) -> None:
-    """Send ``response`` as one ``http.response.start`` and one body message."""
+async def send_response(send: Send, response: Response, *, close: bool = False) -> None:
+    """Send ``response`` as one ``http.response.start`` and one body message.
+
+    ``close``: say ``Connection: close``. Pass it when the request body was left unread:
+    the server then closes the connection after the response, and a client that was not
+    told would send its next request on a dying keep-alive connection and see it dropped
+    without an answer (found by tests/fuzz/test_tracker.py).
+    """
     headers = [
         (b"content-type", response.content_type.encode()),
         (b"content-length", str(len(response.body)).encode()),
         *((k.encode(), v.encode()) for k, v in response.headers),
     ]
+    if close:
+        headers.append((b"connection", b"close"))
     await send({"type": "http.response.start", "status": response.status, "headers": headers})
     await send({"type": "http.response.body", "body": response.body})

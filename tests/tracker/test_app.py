@@ -420,3 +420,20 @@ def test_fuzzed_requests_never_get_a_500(
     assert response.status_code < 500, (response.status_code, response.text)
     if response.status_code >= 400:
         assert set(response.json()) == {"error", "message"}
+
+
+async def test_unread_body_closes_the_connection(client: httpx.AsyncClient) -> None:
+    """An error answered before the body was read says ``Connection: close``: the server
+    will not reuse the connection, so the client must not either (found by
+    tests/fuzz/test_tracker.py: a peer's next request was dropped without an answer)."""
+    refused = await client.post(
+        "/v1/lookup", content=b"junk", headers={"content-type": "application/json"}
+    )
+    assert refused.status_code == 415
+    assert refused.headers["connection"] == "close"
+    unknown = await client.post("/v1/nothing", content=b"x")
+    assert unknown.headers["connection"] == "close"
+    read = await client.post("/v1/lookup", content=b"\x93", headers={"content-type": p.MEDIA_TYPE})
+    assert read.status_code == 400
+    assert "connection" not in read.headers
+    assert "connection" not in (await client.get("/healthz")).headers
