@@ -152,7 +152,8 @@ def run(cfg: Config, *, cache: Path | None = None, key: str = "", reuse: bool = 
     path = cache / f"{key}.json" if cache and key else None
     if reuse and path is not None and path.exists():
         result = Result.from_json(json.loads(path.read_text()))
-        if result.cfg == cfg:
+        limits = {"max_wall": 0.0, "max_time": 0.0}  # a run's limits are not its scenario
+        if dataclasses.replace(result.cfg, **limits) == dataclasses.replace(cfg, **limits):
             print_result(result)
             return result
     result = Simulation(cfg).run(progress=True)
