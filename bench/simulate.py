@@ -123,9 +123,12 @@ def plot(
     for label, r in results:
         times = np.sort(r.times)
         x = times / r.bound if relative else times
-        ax1.plot(x, np.arange(1, times.size + 1) / r.cfg.nodes, label=label)
+        (line,) = ax1.plot(x, np.arange(1, times.size + 1) / r.cfg.nodes, label=label)
         egress = r.egress_series / r.cfg.bucket / MBIT
-        ax2.plot(np.arange(egress.size) * r.cfg.bucket, egress, label=label, drawstyle="steps-post")
+        t = np.arange(egress.size) * r.cfg.bucket
+        ax2.plot(t, egress, color=line.get_color(), drawstyle="steps-post")
+        upload = r.upload_series / r.cfg.bucket / MBIT / r.cfg.nodes
+        ax2.plot(t, upload, color=line.get_color(), ls="--", lw=0.9, drawstyle="steps-post")
     if relative:
         ax1.axvline(1.0, color="grey", lw=0.8, ls=":")
     ax1.set_xlabel("completion time / lower bound" if relative else "completion time (s)")
@@ -136,8 +139,8 @@ def plot(
     ax1.grid(alpha=0.3)
     ax1.legend(fontsize=7)
     ax2.set_xlabel("time (s)")
-    ax2.set_ylabel("origin egress (Mbit/s)")
-    ax2.set_title("origin egress")
+    ax2.set_ylabel("Mbit/s")
+    ax2.set_title("origin egress (solid), mean node upload (dashed)")
     ax2.grid(alpha=0.3)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
