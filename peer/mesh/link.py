@@ -215,11 +215,12 @@ class PeerLink:
         """Book and queue ``message`` now, whatever the outbox holds (for small frames).
 
         Raises:
-            trio.BrokenResourceError: The link has ended.
+            trio.BrokenResourceError: The link has ended, or is ending: its connection is
+                in ERROR (a protocol error the reader has not finished reporting yet).
             trio.ClosedResourceError: We said Goodbye already.
             LocalProtocolError: ``message`` is illegal now (a bug; the link is poisoned).
         """
-        if self._finished:
+        if self._finished or self.conn.our_state is State.ERROR:
             raise trio.BrokenResourceError("link has ended")
         if self._closing:
             raise trio.ClosedResourceError("link is closing")

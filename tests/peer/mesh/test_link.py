@@ -484,3 +484,23 @@ async def test_download_rate_limit(
         reply = await link.request(Request(digest=D, index=0, length=200_000))
     assert isinstance(reply, Piece)
     assert 2.5 <= trio.current_time() - start <= 4.2  # 200 kB read at 50 kB/s
+
+
+@bounded
+async def test_send_after_a_protocol_error_is_a_broken_link(nursery: trio.Nursery) -> None:
+    """Between the reader's protocol error and the end of ``run``, an event already
+    delivered (an Interested) may still be answered: that must find a broken link
+    (BrokenResourceError), not a LocalProtocolError the swarm logs as a bug (found by
+    tests/fuzz/test_wire.py)."""
+    ours, theirs = trio.testing.memory_stream_pair()
+    link, _events = make_link(ours, "victim")
+    nursery.start_soon(link.run)
+    await RawPeer(theirs).hello("mallory")
+    await trio.testing.wait_all_tasks_blocked()
+    # the reader has just met garbage and not yet unwound (no checkpoint in between)
+    link.conn.receive_data(b"\x00\x00\x00\x03\x00\x01\xc1")  # msgpack cannot decode it
+    with pytest.raises(RemoteProtocolError):
+        link.conn.next_event()
+    with pytest.raises(trio.BrokenResourceError):
+        link.send_nowait(Have(digest=DIGEST, index=0))
+    link.abort()
