@@ -234,6 +234,11 @@ def suite(args: argparse.Namespace) -> None:
         ("recommended", "flash crowd", rec),
         ("slow", "flash crowd, 10% slow nodes (×0.1)", dataclasses.replace(rec, slow_fraction=0.1)),
         (
+            "slow-fix",
+            "flash crowd, 10% slow nodes, which leave the origin to others",
+            dataclasses.replace(rec, slow_fraction=0.1, origin_min_down=0.5 * u),
+        ),
+        (
             "rolling",
             "rolling, arrivals over 60 s",
             dataclasses.replace(rec, arrival="rolling", spread=60.0),
@@ -297,7 +302,7 @@ def suite(args: argparse.Namespace) -> None:
     scen = [
         (label, r)
         for key, (label, r) in results.items()
-        if key in ("recommended", "slow", "rolling", "leave", "fast-origin")
+        if key in ("recommended", "slow", "slow-fix", "rolling", "leave", "fast-origin")
     ]
     if scen:
         plot(

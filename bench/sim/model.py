@@ -105,6 +105,7 @@ class Config:
     inflight_cap: int | None = None  # BlobFetch: at most this many requests in flight
     piece_size: int | None = None  # pieces.piece_size_for: this size
     piece_round_down: bool = False  # pieces.piece_size_for: round size/500 down, not up
+    origin_min_down: float | None = None  # nodes with a slower downlink never use the origin
     seed: int = 1
     max_time: float = 3600.0
     max_wall: float = math.inf  # stop after this many seconds of real time
@@ -230,6 +231,7 @@ class Result:
     cfg: Config
     bound: float
     times: np.ndarray  # completion times of nodes that finished
+    ids: np.ndarray  # ... and their node ids (slow nodes are ids below slow_fraction × N)
     arrivals: np.ndarray
     left_early: int
     unfinished: int
@@ -246,6 +248,7 @@ class Result:
             "cfg": dataclasses.asdict(self.cfg),
             "bound": self.bound,
             "times": self.times.tolist(),
+            "ids": self.ids.tolist(),
             "arrivals": self.arrivals.tolist(),
             "left_early": self.left_early,
             "unfinished": self.unfinished,
@@ -260,8 +263,9 @@ class Result:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Result:
-        arrays = ("times", "arrivals", "egress_series", "upload_series")
+        arrays = ("times", "ids", "arrivals", "egress_series", "upload_series")
         fields = {k: (np.array(v) if k in arrays else v) for k, v in data.items()}
+        fields.setdefault("ids", np.array([], dtype=int))
         fields["cfg"] = Config(**data["cfg"])
         fields["costs"] = {k: tuple(v) for k, v in data["costs"].items()}
         return cls(**fields)
@@ -453,7 +457,10 @@ class Simulation:
 
     # -- node lifecycle --------------------------------------------------------------------
     def _arrive(self, node: _Node, t: float) -> None:
-        cfg = fetch_config((node.id * 2654435761) & 0xFFFF, **self.sched_cfg)
+        overrides = dict(self.sched_cfg)
+        if self.cfg.origin_min_down is not None and node.down < self.cfg.origin_min_down:
+            overrides["origin"] = False
+        cfg = fetch_config((node.id * 2654435761) & 0xFFFF, **overrides)
         node.sched = PieceScheduler(self.plan, config=cfg)
         node.bits = Bitfield(self.n_pieces)
         node.dirty = True
@@ -834,6 +841,7 @@ class Simulation:
             cfg=cfg,
             bound=lower_bound(cfg),
             times=times,
+            ids=np.array([n.id for n in self.nodes if not math.isnan(n.done_at)], dtype=int),
             arrivals=arrivals,
             left_early=sum(1 for n in self.nodes if n.dead),
             unfinished=sum(1 for n in self.nodes if not n.dead and math.isnan(n.done_at)),
