@@ -68,6 +68,13 @@ def error_log() -> Iterator[ErrorLog]:
     assert handler.messages() == []
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A campaign runs longer than the suite's per-test deadline: scale it with the cases."""
+    for item in items:
+        if item.path.parent == Path(__file__).parent:
+            item.add_marker(pytest.mark.timeout(max(240, EXAMPLES // 10)))
+
+
 def pytest_sessionfinish(session: pytest.Session) -> None:
     report = os.environ.get("SHOAL_FUZZ_REPORT")
     if report and CASES:
