@@ -37,6 +37,8 @@ TBF_PAYLOAD: Final = (9000 - 52) / (9000 + 14)
 #: What we recommend (see docs/benchmarks.md): each knob is a code change, not a flag.
 RECOMMENDED: Final[dict[str, Any]] = {
     "max_links": 10,
+    "max_links_in": 20,
+    "seeders_accept_all": True,
     "lease_cap": 16,
     "early_lookup": True,
     "piece_round_down": True,
@@ -63,6 +65,10 @@ def config_from(args: argparse.Namespace) -> Config:
         extra["max_links"] = args.max_links
     if args.lease_cap is not None:
         extra["lease_cap"] = args.lease_cap
+    if args.max_links_in is not None:
+        extra["max_links_in"] = args.max_links_in
+    if args.refuse_recorded:
+        extra["lease_refuse_recorded"] = True
     if args.lease_renew:
         extra["lease_renew"] = True
     if args.early_lookup:
@@ -356,6 +362,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--recommended", action="store_true", help="apply every recommended change")
     parser.add_argument("--max-links", type=int, default=None)
     parser.add_argument("--lease-cap", type=int, default=None)
+    parser.add_argument("--max-links-in", type=int, default=None)
+    parser.add_argument("--refuse-recorded", action="store_true")
     parser.add_argument("--lease-renew", action="store_true")
     parser.add_argument("--early-lookup", action="store_true")
     parser.add_argument("--inflight-cap", type=int, default=None)

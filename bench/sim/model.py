@@ -93,13 +93,17 @@ class Config:
     replan: float = 0.0  # a node re-plans at most this often (0: every step it is poked)
     scheduler: dict[str, Any] = field(default_factory=dict)  # SchedulerConfig overrides
     # What-ifs (None/False: as shipped). Each stands for a change to the shipped code:
-    max_links: int | None = None  # Swarm: links per blob capped in total, both directions
+    max_links: int | None = None  # Swarm: a node dials while it has fewer links for the blob
+    max_links_in: int | None = None  # ... and accepts links up to this many (None: max_links)
+    seeders_accept_all: bool = False  # ... except a node holding the whole blob: no cap
     lease_ttl: float = LEASE_TTL  # fetch.LEASE_TTL
     lease_renew: bool = False  # BlobFetch: renew the lease every ttl/2 while fetching
-    # Tracker: at most K origin fetches of a blob in flight (leases renewed while fetching),
-    # and no lease for a piece whose hash a live node recorded (fetch it from that node);
+    # Tracker: at most K origin fetches of a blob in flight (leases renewed while fetching);
     # a node refused for the cap backs the origin off for every piece for origin_retry.
     lease_cap: int | None = None
+    # ... and no lease at all for a piece whose hash a live node recorded: the refusal names
+    # that node with its address and the asker links to it, past the link caps
+    lease_refuse_recorded: bool = False
     origin_retry: float = 0.25
     early_lookup: bool = False  # Swarm: first lookup after our own announce, not before
     inflight_cap: int | None = None  # BlobFetch: at most this many requests in flight
@@ -425,12 +429,20 @@ class Simulation:
         return ids
 
     # -- links ---------------------------------------------------------------------------
-    def _link(self, a: _Node, b: _Node, t: float) -> None:
-        """``a`` dials ``b`` for the blob: Interested + Bitfield both ways."""
+    def _link(self, a: _Node, b: _Node, t: float, *, force: bool = False) -> None:
+        """``a`` dials ``b`` for the blob: Interested + Bitfield both ways.
+
+        ``force``: past the link caps (a link to the only known holder of a piece).
+        """
         if b.id in a.links or b.dead or a.dead or a.id == b.id:
             return
-        cap = self.cfg.max_links
-        if cap is not None and (len(a.links) >= cap or len(b.links) >= cap):
+        cap = None if force else self.cfg.max_links
+        accept = self.cfg.max_links_in or cap
+        if self.cfg.seeders_accept_all and not math.isnan(b.done_at):
+            accept = None  # a node that holds the whole blob takes every asker
+        if cap is not None and (
+            len(a.links) >= cap or (accept is not None and len(b.links) >= accept)
+        ):
             return
         self.counters["links"] += 1
         a.links.add(b.id)
@@ -590,7 +602,11 @@ class Simulation:
     def _capped(self, node: _Node, req: _Req, t: float) -> bool:
         """What-if origin coordination at the tracker (see ``Config.lease_cap``)."""
         recorder = self.recorded.get(req.piece)
-        if recorder is not None and not self.nodes[recorder].dead:
+        if (
+            self.cfg.lease_refuse_recorded
+            and recorder is not None
+            and not self.nodes[recorder].dead
+        ):
             # the piece's hash is recorded: its recorder has it, fetch it from there
             self.counters["lease_refused"] += 1
             holder = self.nodes[recorder].name
@@ -623,7 +639,9 @@ class Simulation:
             return
         self._out_del(node, req)
         holder_id = int(holder[5:])
-        if holder_id in node.known:  # Swarm.want_link (within max_links, if capped)
+        if self.cfg.lease_refuse_recorded:  # what-if: the refusal carries the address
+            self._link(node, self.nodes[holder_id], t, force=True)
+        elif holder_id in node.known:  # Swarm.want_link (within max_links, if capped)
             self._link(node, self.nodes[holder_id], t)
         if expires is None:  # what-if lease cap: back the origin off for every piece
             assert node.bits is not None

@@ -54,6 +54,9 @@ def describe(cfg: Config) -> str:
 WHAT_IFS = (
     "origin_min_down",
     "max_links",
+    "max_links_in",
+    "seeders_accept_all",
+    "lease_refuse_recorded",
     "lease_cap",
     "early_lookup",
     "inflight_cap",

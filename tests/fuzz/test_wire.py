@@ -183,7 +183,7 @@ _frames = st.one_of(_messages.map(encode), _shapes, _mutated(), st.binary(min_si
 
 
 @st.composite
-def _sessions(draw: st.DrawFn, keys: ClusterKeys | None) -> tuple[bool, list[bytes]]:
+def _sessions(draw: st.DrawFn) -> tuple[bool, list[bytes]]:
     """(greet properly first?, the frames that follow)."""
     return draw(st.sampled_from([True, True, True, False])), draw(st.lists(_frames, max_size=6))
 
@@ -214,7 +214,7 @@ def test_peer_wire_survives_hostile_frames(target: Target, error_log: ErrorLog) 
     assert _first_piece(target.port, target.keys) == first
 
     @FUZZ
-    @given(session=_sessions(target.keys))
+    @given(session=_sessions())
     def case(session: tuple[bool, list[bytes]]) -> None:
         CASES["peer wire"] += 1
         _play(target, *session)
