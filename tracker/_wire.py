@@ -133,6 +133,9 @@ class Fields:
             raise BadMessage(f"{where}: expected a map, got {type(raw).__name__}")
         return cls(raw)
 
+    def __contains__(self, key: str) -> bool:
+        return key in self._raw
+
     def get(self, key: str, valid: Callable[[object, str], T]) -> T:
         """Field ``key`` checked by ``valid``; a missing field is a ``BadMessage``."""
         try:

@@ -14,6 +14,9 @@ Routes::
     DELETE /admin/blobs/{digest}                forget a blob (holders, piece hashes, tags)
     POST   /admin/peers/{peer_id}/drain         stop handing a peer out; it is told to drain
     POST   /admin/peers/{peer_id}/ban           forget a peer and refuse it for a while
+    GET    /admin/transfers?stalled_for=&limit= downloads in progress, with last progress
+    GET    /admin/errors?limit=                 recent errors (nodes' reports, refusals)
+    GET    /admin/traffic                       bytes from origin vs peers over time
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from collections.abc import Awaitable, Callable
 from typing import Final
 
 from tracker import _wire
+from tracker.activity import MAX_ERRORS
 from tracker.asgi import Request, Response, json_response
 from tracker.errors import BadMessage, BadRequest, Forbidden, NotFound, Unauthorized
 from tracker.registry import MAX_PAGE
@@ -33,6 +37,8 @@ from tracker.store import Store
 DEFAULT_PAGE: Final = 1000
 #: Largest ``offset`` accepted: far past any real swarm, small enough to stay an int64.
 MAX_OFFSET: Final = 1 << 31
+#: Largest ``stalled_for`` accepted (seconds): a week; a download stalled longer is gone.
+MAX_STALL: Final = 7 * 86_400
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -80,6 +86,12 @@ class AdminApi:
             return "/admin/peers", {"GET": self._peers}
         if path == "/admin/blobs":
             return "/admin/blobs", {"GET": self._blobs}
+        if path == "/admin/transfers":
+            return "/admin/transfers", {"GET": self._transfers}
+        if path == "/admin/errors":
+            return "/admin/errors", {"GET": self._errors}
+        if path == "/admin/traffic":
+            return "/admin/traffic", {"GET": self._traffic}
         if len(parts) == 4 and parts[1:3] == ["admin", "blobs"]:
             return "/admin/blobs/{digest}", {"GET": self._blob, "DELETE": self._forget}
         if len(parts) == 5 and parts[1:3] == ["admin", "peers"] and parts[4] == "drain":
@@ -109,6 +121,30 @@ class AdminApi:
         blobs = await self._store.blobs(self._clock(), offset=offset, limit=limit)
         rows = [dataclasses.asdict(v) for v in blobs]
         return json_response(200, {"offset": offset, "limit": limit, "blobs": rows})
+
+    async def _transfers(self, request: Request) -> Response:
+        stalled_for = _int_query(request, "stalled_for", 0, 0, MAX_STALL)
+        limit = _int_query(request, "limit", DEFAULT_PAGE, 1, MAX_PAGE)
+        now = self._clock()
+        views = await self._store.transfers(now, limit=MAX_PAGE)
+        rows = []
+        for v in views:
+            stalled = None if v.last_progress is None else max(0.0, now - v.last_progress)
+            if stalled_for and (stalled is None or stalled < stalled_for):
+                continue
+            rows.append(dataclasses.asdict(v) | {"stalled_for": stalled})
+        return json_response(
+            200, {"now": now, "stalled_for": stalled_for, "transfers": rows[:limit]}
+        )
+
+    async def _errors(self, request: Request) -> Response:
+        limit = _int_query(request, "limit", MAX_ERRORS, 1, MAX_ERRORS)
+        events = await self._store.errors(limit=limit)
+        return json_response(200, {"errors": [dataclasses.asdict(e) for e in events]})
+
+    async def _traffic(self, request: Request) -> Response:
+        points = await self._store.traffic()
+        return json_response(200, {"points": [dataclasses.asdict(x) for x in points]})
 
     async def _blob(self, request: Request) -> Response:
         digest = _param(request.path.split("/")[3], _wire.DIGEST)

@@ -30,6 +30,7 @@ from dataclasses import replace
 from typing import Final
 
 from tracker import protocol as p
+from tracker.activity import ErrorEvent
 from tracker.admin import AdminApi
 from tracker.asgi import (
     Message,
@@ -50,8 +51,15 @@ from tracker.auth import (
     sign_response,
     verify_request,
 )
-from tracker.errors import MethodNotAllowed, NotFound, TrackerError, UnsupportedMediaType
+from tracker.errors import (
+    MethodNotAllowed,
+    NotFound,
+    StoreUnavailable,
+    TrackerError,
+    UnsupportedMediaType,
+)
 from tracker.metrics import TrackerMetrics
+from tracker.status_data import gather_page
 from tracker.status_page import render_status_page
 from tracker.store import Store
 
@@ -64,6 +72,16 @@ MSGPACK_TYPES: Final = frozenset(
 )
 #: Rows the status page shows per table: a page a human reads, not a dump.
 STATUS_ROWS: Final = 100
+#: Recent errors the status page shows.
+STATUS_ERRORS: Final = 20
+#: Tag resolutions the status page checks for "not synced" (the most recent ones).
+STATUS_TAGS: Final = 50
+#: A /v1 refusal of one kind on one route is recorded at most this often (seconds), so a
+#: misbehaving client cannot flush the recent-errors list or flood the store with writes.
+REFUSAL_GAP: Final = 1.0
+#: Refusals not worth an operator's attention: a missing record is a normal answer, a
+#: 429 is flow control, and a store outage cannot record itself.
+QUIET_REFUSALS: Final = frozenset({"not_found", "too_many_requests", "store_unavailable"})
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -98,6 +116,7 @@ class TrackerApp:
         self._replays = ReplayGuard()
         self.metrics = metrics or TrackerMetrics()
         self._clock = clock
+        self._refused: dict[tuple[str, str], float] = {}
         self.admin = AdminApi(store, admin_token=admin_token, clock=clock)
         self._openapi = importlib.resources.files("tracker").joinpath("openapi.json").read_bytes()
         self._routes: dict[str, dict[str, Handler]] = {
@@ -141,6 +160,8 @@ class TrackerApp:
                 return route, replace(response, headers=(*response.headers, (HEADER, value)))
             return route, await handler(request)
         except TrackerError as exc:
+            if route.startswith("/v1/"):
+                await self._note_refusal(route, exc)
             return route, error_response(exc)
         except Exception:  # per-request boundary: log it, answer 500, keep serving
             LOGGER.exception("bug while serving %s %s", request.method, request.path)
@@ -170,6 +191,23 @@ class TrackerApp:
 
         request.receive = replay
         return signed
+
+    async def _note_refusal(self, route: str, exc: TrackerError) -> None:
+        """Put a /v1 refusal in the recent errors (rate-limited per kind and route)."""
+        now = self._clock()
+        key = (exc.code, route)
+        if exc.code in QUIET_REFUSALS or now - self._refused.get(key, -REFUSAL_GAP) < REFUSAL_GAP:
+            return
+        if len(self._refused) > 256:  # codes x routes is small; this never grows past it
+            self._refused.clear()
+        self._refused[key] = now
+        event = ErrorEvent(
+            at=now, source="tracker", kind=exc.code, message=f"refused {route}: {exc.message}"
+        )
+        try:
+            await self.store.note_errors([event])
+        except StoreUnavailable:
+            pass  # the refusal itself is answered; the record is best effort
 
     @staticmethod
     async def _lifespan(receive: Receive, send: Send) -> None:
@@ -261,11 +299,7 @@ class TrackerApp:
     async def _status_page(self, request: Request) -> Response:
         now = self._clock()
         with self.metrics.timed("status_page"):
-            stats = await self.store.stats(now)
-            peers = await self.store.peers(now, offset=0, limit=STATUS_ROWS)
-            blobs = await self.store.blobs(now, offset=0, limit=STATUS_ROWS)
-            transfers = await self.store.transfers(now, limit=STATUS_ROWS)
-        page = render_status_page(
-            stats=stats, peers=peers, blobs=blobs, transfers=transfers, now=now
-        )
-        return Response(200, page.encode(), "text/html; charset=utf-8")
+            page = await gather_page(
+                self.store, now, rows=STATUS_ROWS, errors=STATUS_ERRORS, tags=STATUS_TAGS
+            )
+        return Response(200, render_status_page(page).encode(), "text/html; charset=utf-8")

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+from tracker.activity import DEFAULT_TRAFFIC_INTERVAL
 from tracker.auth import ClusterKeys
 from tracker.errors import ConfigError
 from tracker.model import DEFAULT_ANNOUNCE_INTERVAL, DEFAULT_PEER_TTL
@@ -40,6 +41,9 @@ FLAGS: Final = (
     ("announce-interval", "duration",
      f"peers announce this often (default {DEFAULT_ANNOUNCE_INTERVAL:g}s)"),
     ("peer-ttl", "duration", f"forget peers silent this long (default {DEFAULT_PEER_TTL:g}s)"),
+    ("traffic-interval", "duration",
+     "sample origin vs peer bytes for the status page's chart this often "
+     f"(default {DEFAULT_TRAFFIC_INTERVAL:g}s)"),
 )  # fmt: skip
 
 
@@ -56,6 +60,7 @@ class TrackerConfig:
     mdns_interfaces: tuple[str, ...] = ()
     announce_interval: float = DEFAULT_ANNOUNCE_INTERVAL
     peer_ttl: float = DEFAULT_PEER_TTL
+    traffic_interval: float = DEFAULT_TRAFFIC_INTERVAL
 
 
 def parse_duration(text: str | float) -> float:
@@ -174,7 +179,7 @@ def _validate(raw: Mapping[str, Any]) -> TrackerConfig:
         kw["mdns_interfaces"] = tuple(
             str(i) for i in (items if isinstance(items, list) else [items])
         )
-    for key in ("announce_interval", "peer_ttl"):
+    for key in ("announce_interval", "peer_ttl", "traffic_interval"):
         if key in raw:
             kw[key] = parse_duration(raw[key])
     config = TrackerConfig(**kw)
@@ -182,6 +187,8 @@ def _validate(raw: Mapping[str, Any]) -> TrackerConfig:
         raise ConfigError("--announce-interval must be between 1s and 1h")
     if not 2 * config.announce_interval <= config.peer_ttl <= 86_400.0:
         raise ConfigError("--peer-ttl must be between twice --announce-interval and 1 day")
+    if not 0.1 <= config.traffic_interval <= 3600.0:
+        raise ConfigError("--traffic-interval must be between 100ms and 1h")
     return config
 
 

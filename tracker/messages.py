@@ -36,6 +36,10 @@ MAX_PIECE_SIZE: Final = 1 << 26
 MAX_LEASE_TTL: Final = 300.0
 #: Piece ranges per blob a lease can name (same bound as pieces per blob).
 MAX_PIECE_INDEX: Final = MAX_PIECES - 1
+#: Recent errors one announce may carry (a node sends those since its last announce).
+MAX_NODE_ERRORS: Final = 16
+#: Characters of one reported error message: one log line, not a traceback.
+MAX_ERROR_MESSAGE: Final = 300
 
 
 class BlobHeld(NamedTuple):
@@ -62,13 +66,29 @@ class BlobInProgress(NamedTuple):
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class NodeError:
+    """An error a node saw, reported in its next announce for the operator's dashboard.
+
+    ``kind`` is a short snake_case name (``origin``, ``piece_hash``, ``peer_banned``...);
+    ``message`` one printable line without credentials (at most ``MAX_ERROR_MESSAGE``
+    characters, no control characters); ``at`` the node's wall clock.
+    """
+
+    at: float
+    kind: str
+    message: str
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class Announce:
     """A peer's full state, sent on start and every ``interval`` (idempotent).
 
     ``session`` is a random value the peer picks once per process: the tracker binds a live
     peer id to it, so another process cannot take over or evict that id (409).
     ``upload_slots`` is how many uploads the peer serves at once and ``load`` how many it
-    serves now; the ``bytes_*`` counters are totals since the peer started.
+    serves now; the ``bytes_*`` counters are totals since the peer started. ``errors``
+    (optional on the wire, added in a minor revision) lists errors the node saw since its
+    last successful announce, oldest first.
     """
 
     peer_id: str
@@ -82,6 +102,7 @@ class Announce:
     bytes_served: int = 0
     bytes_from_origin: int = 0
     bytes_from_peers: int = 0
+    errors: tuple[NodeError, ...] = ()
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -131,12 +131,17 @@ class BlobDetail:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class TransferView:
-    """A download in progress on some peer."""
+    """A download in progress on some peer.
+
+    ``last_progress`` is when its bytes held last changed (``tracker.activity``), None
+    when the store has no record of it.
+    """
 
     peer_id: str
     digest: str
     size: int
     bytes_held: int
+    last_progress: float | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -42,10 +42,12 @@ from tracker import _wire
 from tracker.errors import BadMessage, UnsupportedVersion
 from tracker.messages import (
     MAX_BODY,
+    MAX_ERROR_MESSAGE,
     MAX_HELD,
     MAX_IN_PROGRESS,
     MAX_LEASE_TTL,
     MAX_LOOKUP_LIMIT,
+    MAX_NODE_ERRORS,
     MAX_PIECE_INDEX,
     MAX_PIECE_SIZE,
     MAX_PIECES,
@@ -65,6 +67,7 @@ from tracker.messages import (
     LookupReply,
     M,
     Message,
+    NodeError,
     PeerAddr,
     PieceHashes,
     PiecesPutReply,
@@ -76,10 +79,12 @@ from tracker.messages import (
 
 __all__ = [
     "MAX_BODY",
+    "MAX_ERROR_MESSAGE",
     "MAX_HELD",
     "MAX_IN_PROGRESS",
     "MAX_LEASE_TTL",
     "MAX_LOOKUP_LIMIT",
+    "MAX_NODE_ERRORS",
     "MAX_PIECES",
     "MAX_PIECE_INDEX",
     "MAX_PIECE_SIZE",
@@ -99,6 +104,7 @@ __all__ = [
     "LookupReply",
     "M",
     "Message",
+    "NodeError",
     "PeerAddr",
     "PieceHashes",
     "PiecesPutReply",
@@ -119,6 +125,7 @@ _MAX_ARRAY: Final = max(MAX_PIECES, MAX_HELD)
 _MAX_MAP: Final = 32
 
 Validator = Callable[[object, str], Any]
+_ABSENT: Final = object()
 
 
 def _int(lo: int, hi: int) -> Validator:
@@ -205,6 +212,10 @@ _COUNT: Final = _int(0, 1 << 16)
 _TOTAL: Final = _int(0, (1 << 64) - 1)
 _TIME: Final = _float(0.0, 1e12)
 _SECONDS: Final = _float(0.0, 86_400.0)
+#: A reported error line: any characters but control characters (no log injection).
+_ERROR_MESSAGE: Final = _wire.Rule(
+    "error message", re.compile(f"[^\\x00-\\x1f\\x7f]{{0,{MAX_ERROR_MESSAGE}}}"), MAX_ERROR_MESSAGE
+)
 _TAG_KEY: Final[dict[str, Validator]] = {
     "registry": _str(_wire.REGISTRY),
     "repository": _str(_wire.REPOSITORY),
@@ -223,6 +234,11 @@ _ROWS: Final[dict[type, list[tuple[str, Validator]]]] = {
         ("load", _COUNT),
         ("upload_slots", _COUNT),
     ],
+    NodeError: [
+        ("at", _TIME),
+        ("kind", _str(_wire.KIND)),
+        ("message", _str(_ERROR_MESSAGE)),
+    ],
 }
 
 # Every message: its kind ("t") and its fields with their validators.
@@ -232,7 +248,7 @@ _SPECS: Final[dict[type, tuple[str, dict[str, Validator]]]] = {
         "port": _int(1, 65535), "held": _blob_rows(BlobHeld, MAX_HELD),
         "in_progress": _blob_rows(BlobInProgress, MAX_IN_PROGRESS), "upload_slots": _COUNT,
         "load": _COUNT, "bytes_served": _TOTAL, "bytes_from_origin": _TOTAL,
-        "bytes_from_peers": _TOTAL,
+        "bytes_from_peers": _TOTAL, "errors": _rows(NodeError, MAX_NODE_ERRORS),
     }),
     AnnounceReply: ("announce_reply", {
         "interval": _SECONDS, "peer_ttl": _SECONDS, "draining": _BOOL,
@@ -264,6 +280,13 @@ _SPECS: Final[dict[type, tuple[str, dict[str, Validator]]]] = {
     LeaseReply: ("lease_reply", {"granted": _BOOL, "holder": _PEER_ID, "expires_at": _TIME}),
 }  # fmt: skip
 
+#: Fields added in minor revisions: absent on the wire means the dataclass default, and
+#: :func:`encode` leaves them out while they hold that default, so an older tracker or
+#: peer sees exactly the bytes it always did.
+_OPTIONAL: Final[dict[type, dict[str, object]]] = {
+    Announce: {"errors": ()},
+}
+
 
 def _checked(message: Any) -> Any:
     """Cross-field rules that no single field's validator can see."""
@@ -280,8 +303,9 @@ def _checked(message: Any) -> Any:
 def _to_wire(value: object) -> object:
     if isinstance(value, tuple):  # held / in_progress rows are NamedTuples: tuples too
         return [_to_wire(x) for x in value]
-    if isinstance(value, PeerAddr):
-        return [getattr(value, name) for name, _ in _ROWS[PeerAddr]]
+    rows = _ROWS.get(type(value))
+    if rows is not None:
+        return [getattr(value, name) for name, _ in rows]
     return value
 
 
@@ -295,7 +319,12 @@ def encode(message: Message) -> bytes:
         The bytes to send as an HTTP body.
     """
     kind, spec = _SPECS[type(message)]
-    fields = {name: _to_wire(getattr(message, name)) for name in spec}
+    optional = _OPTIONAL.get(type(message), {})
+    fields = {
+        name: _to_wire(value)
+        for name in spec
+        if (value := getattr(message, name)) != optional.get(name, _ABSENT)
+    }
     fields["v"] = PROTOCOL_VERSION
     fields["t"] = kind
     return msgpack.packb(fields, use_bin_type=True)  # type: ignore[no-any-return]  # untyped lib
@@ -339,6 +368,13 @@ def decode(cls: type[M], body: bytes) -> M:
     got = fields.get("t", _str(_wire.KIND))
     if got != kind:
         raise BadMessage(f"expected a {kind!r} message, got {got!r}")
-    message = _checked(cls(**{name: fields.get(name, valid) for name, valid in spec.items()}))
+    optional = _OPTIONAL.get(cls, {})
+    message = _checked(
+        cls(**{
+            name: fields.get(name, valid)
+            for name, valid in spec.items()
+            if name not in optional or name in fields
+        })
+    )  # fmt: skip
     assert isinstance(message, cls)
     return message

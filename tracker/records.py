@@ -149,6 +149,10 @@ class Records:
         """The resolution stored for ``q``'s key, if any."""
         return self._tags.get(tag_key(q))
 
+    def recent_tags(self, limit: int) -> list[p.TagRecord]:
+        """At most ``limit`` tag resolutions, most recently updated first."""
+        return [r for _, r in zip(range(limit), reversed(self._tags.values()), strict=False)]
+
     def lease(self, req: p.LeaseRequest, now: float) -> p.LeaseReply:
         """Grant, renew, release or refuse a lease (see the module docstring).
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Final, TypeVar
 
 import msgpack
@@ -21,8 +21,15 @@ import redis
 import trio
 
 from tracker import protocol as p
-from tracker import redis_admin
+from tracker import redis_activity, redis_admin
 from tracker import redis_scripts as lua
+from tracker.activity import (
+    PROGRESS_TTL_FACTOR,
+    ErrorEvent,
+    TrafficPoint,
+    downloads,
+    node_errors,
+)
 from tracker.errors import (
     PeerBanned,
     PeerConflict,
@@ -85,6 +92,9 @@ class RedisStore:
         self._scripts: dict[str, Any] = {
             name: client.register_script(getattr(lua, name)) for name in lua.SCRIPTS
         }
+        self._scripts.update(
+            (name, client.register_script(src)) for name, src in redis_activity.SCRIPTS.items()
+        )
         self._rng = rng or random.Random()
 
     @classmethod
@@ -144,11 +154,22 @@ class RedisStore:
             raise TooManyRequests("announce again later", retry_after=float(out[1]))
         if status == b"full":
             raise RegistryFull(f"too many {_text(out[1])}")
+        await self._activity(a, now)
         return p.AnnounceReply(
             interval=self.policy.announce_interval,
             peer_ttl=self.policy.peer_ttl,
             draining=bool(out[1]),
         )
+
+    async def _activity(self, a: p.Announce, now: float) -> None:
+        """Progress and reported errors of an accepted announce (``tracker.activity``)."""
+        held = downloads(a)
+        if held:
+            ttl = PROGRESS_TTL_FACTOR * self.policy.peer_ttl
+            args = redis_activity.progress_args(self._p, a.peer_id, held, now, ttl)
+            await self._run(self._scripts["PROGRESS"], (), args)
+        if a.errors:
+            await self.note_errors(node_errors(a, now))
 
     async def leave(self, msg: p.Leave, now: float) -> None:
         """See :meth:`tracker.registry.Registry.leave`."""
@@ -281,7 +302,8 @@ class RedisStore:
     async def transfers(self, now: float, *, limit: int) -> list[TransferView]:
         """See :meth:`tracker.registry.Registry.transfers`."""
         await self.sweep(now)
-        return await self._run(redis_admin.transfers, self._r, self._p, self.policy, limit)
+        views = await self._run(redis_admin.transfers, self._r, self._p, self.policy, limit)
+        return await self._run(redis_activity.with_progress, self._r, self._p, views)
 
     async def drain(self, peer_id: str, now: float) -> bool:
         """See :meth:`tracker.registry.Registry.drain`."""
@@ -310,6 +332,33 @@ class RedisStore:
         """See :meth:`tracker.registry.Registry.stats`."""
         await self.sweep(now)
         return await self._run(redis_admin.stats, self._r, self._p, self.policy)
+
+    async def note_errors(self, events: Sequence[ErrorEvent]) -> None:
+        """See :meth:`tracker.activity.Activity.note_errors`."""
+        await self._run(redis_activity.note_errors, self._r, self._p, events)
+
+    async def errors(self, *, limit: int) -> list[ErrorEvent]:
+        """See :meth:`tracker.activity.Activity.errors`."""
+        return await self._run(redis_activity.errors, self._r, self._p, limit)
+
+    async def sample_traffic(self, now: float, *, interval: float) -> bool:
+        """See :meth:`tracker.store.MemoryStore.sample_traffic`."""
+        stats = await self.stats(now)
+        point = TrafficPoint(
+            at=now,
+            bytes_from_origin=stats.bytes_from_origin,
+            bytes_from_peers=stats.bytes_from_peers,
+        )
+        args = redis_activity.sample_args(self._p, point, interval)
+        return bool(await self._run(self._scripts["SAMPLE"], (), args))
+
+    async def traffic(self) -> list[TrafficPoint]:
+        """See :meth:`tracker.activity.Activity.traffic`."""
+        return await self._run(redis_activity.traffic, self._r, self._p)
+
+    async def recent_tags(self, *, limit: int) -> list[p.TagRecord]:
+        """See :meth:`tracker.records.Records.recent_tags`."""
+        return await self._run(redis_activity.recent_tags, self._r, self._p, limit)
 
     async def sweep(self, now: float) -> int:
         """See :meth:`tracker.registry.Registry.sweep` (at most ``SWEEP_BATCH`` peers a call)."""

@@ -15,10 +15,20 @@ lookups with ``tracker.model.rank`` and apply the same ``Policy``; time always c
 
 from __future__ import annotations
 
+import dataclasses
 import random
+from collections.abc import Sequence
 from typing import Protocol
 
 from tracker import protocol as p
+from tracker.activity import (
+    PROGRESS_TTL_FACTOR,
+    Activity,
+    ErrorEvent,
+    TrafficPoint,
+    downloads,
+    node_errors,
+)
 from tracker.errors import BadRequest
 from tracker.model import BlobDetail, BlobView, PeerView, Policy, Stats, TransferView
 from tracker.registry import Registry
@@ -46,6 +56,11 @@ class Store(Protocol):
     async def ban(self, peer_id: str, now: float) -> None: ...
     async def forget(self, digest: str) -> bool: ...
     async def stats(self, now: float) -> Stats: ...
+    async def note_errors(self, events: Sequence[ErrorEvent]) -> None: ...
+    async def errors(self, *, limit: int) -> list[ErrorEvent]: ...
+    async def sample_traffic(self, now: float, *, interval: float) -> bool: ...
+    async def traffic(self) -> list[TrafficPoint]: ...
+    async def recent_tags(self, *, limit: int) -> list[p.TagRecord]: ...
     async def sweep(self, now: float) -> int: ...
     async def ping(self) -> None: ...
     async def aclose(self) -> None: ...
@@ -63,10 +78,14 @@ class MemoryStore:
         self.registry = Registry(policy, rng=rng)
         self.policy = self.registry.policy
         self.kind = "memory"
+        self.activity = Activity(progress_ttl=PROGRESS_TTL_FACTOR * self.policy.peer_ttl)
 
     async def announce(self, a: p.Announce, now: float) -> p.AnnounceReply:
-        """See :meth:`Registry.announce`."""
-        return self.registry.announce(a, now)
+        """See :meth:`Registry.announce`; also records progress and reported errors."""
+        reply = self.registry.announce(a, now)
+        self.activity.progress(a.peer_id, downloads(a), now)
+        self.activity.note_errors(node_errors(a, now))
+        return reply
 
     async def leave(self, msg: p.Leave, now: float) -> None:
         """See :meth:`Registry.leave`."""
@@ -109,8 +128,13 @@ class MemoryStore:
         return self.registry.blob(digest, now)
 
     async def transfers(self, now: float, *, limit: int) -> list[TransferView]:
-        """See :meth:`Registry.transfers`."""
-        return self.registry.transfers(now, limit=limit)
+        """See :meth:`Registry.transfers`, with when each last made progress."""
+        return [
+            dataclasses.replace(
+                t, last_progress=self.activity.last_progress(t.peer_id, t.digest, now)
+            )
+            for t in self.registry.transfers(now, limit=limit)
+        ]
 
     async def drain(self, peer_id: str, now: float) -> bool:
         """See :meth:`Registry.drain`."""
@@ -128,8 +152,35 @@ class MemoryStore:
         """See :meth:`Registry.stats`."""
         return self.registry.stats(now)
 
+    async def note_errors(self, events: Sequence[ErrorEvent]) -> None:
+        """See :meth:`Activity.note_errors`."""
+        self.activity.note_errors(events)
+
+    async def errors(self, *, limit: int) -> list[ErrorEvent]:
+        """See :meth:`Activity.errors`."""
+        return self.activity.errors(limit)
+
+    async def sample_traffic(self, now: float, *, interval: float) -> bool:
+        """Store a traffic point of the live peers' summed counters (:meth:`Activity.sample`)."""
+        stats = self.registry.stats(now)
+        point = TrafficPoint(
+            at=now,
+            bytes_from_origin=stats.bytes_from_origin,
+            bytes_from_peers=stats.bytes_from_peers,
+        )
+        return self.activity.sample(point, interval=interval)
+
+    async def traffic(self) -> list[TrafficPoint]:
+        """See :meth:`Activity.traffic`."""
+        return self.activity.traffic()
+
+    async def recent_tags(self, *, limit: int) -> list[p.TagRecord]:
+        """See :meth:`Records.recent_tags`."""
+        return self.registry.records.recent_tags(limit)
+
     async def sweep(self, now: float) -> int:
-        """See :meth:`Registry.sweep`."""
+        """See :meth:`Registry.sweep`; expired progress entries go too."""
+        self.activity.sweep(now)
         return self.registry.sweep(now)
 
     async def ping(self) -> None:

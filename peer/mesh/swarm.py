@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import random
 import secrets
+import time
 from functools import partial
 from typing import Final
 
@@ -31,9 +32,11 @@ from peer.errors import (
     RemoteProtocolError,
     TrackerError,
     TrackerRejected,
+    UpstreamError,
     UpstreamUnavailable,
 )
 from peer.mesh.fetch import BlobFetch
+from peer.mesh.incidents import IncidentLog
 from peer.mesh.link import PeerLink
 from peer.mesh.local import LocalPieces
 from peer.mesh.pieces import Bitfield, PiecePlan, hash_piece
@@ -114,6 +117,7 @@ class Swarm:
         self.touched: dict[str, set[str]] = {}  # digest -> peers that share interest in it
         self.fetches: dict[str, BlobFetch] = {}
         self.tracker_ok = False
+        self.incidents = IncidentLog()  # errors for the tracker's page, sent when announcing
         self._announce = trio.Event()
         self._dialing: set[str] = set()
         self._nursery: trio.Nursery | None = None
@@ -325,6 +329,7 @@ class Swarm:
             host=self.advertise, port=self.port, held=held, in_progress=tuple(progress),
             upload_slots=MAX_REQUESTS, load=sum(len(f.peers) for f in self.fetches.values()),
             bytes_from_origin=self.bytes_from_origin, bytes_from_peers=self.bytes_from_peers,
+            errors=self.incidents.pending(),
         )  # fmt: skip
 
     async def _announce_loop(self) -> None:
@@ -337,8 +342,9 @@ class Swarm:
                 # announce is in flight must trigger the next one, not wait an interval.
                 self._announce = trio.Event()
                 sent_at = trio.current_time()
+                state = self.state()
                 try:
-                    reply = await self.tracker.announce(self.state())
+                    reply = await self.tracker.announce(state)
                 except TrackerRejected as exc:
                     # the tracker is up but refuses (429: too soon; 403: banned; ...)
                     self.tracker_ok = exc.status == 429
@@ -358,6 +364,7 @@ class Swarm:
                     if failures:
                         LOGGER.info("tracker is back after %d failed announces", failures)
                     self.tracker_ok = True
+                    self.incidents.delivered(state.errors)
                     failures = 0
                     interval = reply.interval or interval
                     delay = interval * (0.9 + 0.2 * rng.random())
@@ -403,12 +410,23 @@ class Swarm:
         """Count the ban; the tracker hears of it through the admin log (see docs)."""
         self.metrics.peers_banned.inc()
         LOGGER.warning("peer %s sent corrupt data for %s: banned for this blob", peer, digest)
+        self.incidents.note(
+            time.time(), "piece_hash", f"peer {peer} sent a piece of {digest} whose hash did "
+            "not match: banned for this blob",
+        )  # fmt: skip
 
     async def origin_range(self, target: Target, digest: str, first: int, last: int) -> bytes:
-        async with self.upstream.open_blob(
-            target.registry, target.repository, digest, start=first, end=last
-        ) as resp:
-            chunks = [chunk async for chunk in resp.chunks()]
+        try:
+            async with self.upstream.open_blob(
+                target.registry, target.repository, digest, start=first, end=last
+            ) as resp:
+                chunks = [chunk async for chunk in resp.chunks()]
+        except UpstreamError as exc:
+            self.incidents.note(
+                time.time(), "origin", f"{target.registry}/{target.repository}: bytes "
+                f"{first}-{last} of {digest}: {exc}",
+            )  # fmt: skip
+            raise
         data = b"".join(chunks)
         if resp.start != first:  # a 200 to our range: cut it out
             data = data[first : last + 1]

@@ -63,6 +63,7 @@ class NodeState:
     bytes_served: int = 0
     bytes_from_origin: int = 0
     bytes_from_peers: int = 0
+    errors: tuple[p.NodeError, ...] = ()  # see peer.mesh.incidents
 
 
 class TrackerClient:
@@ -179,6 +180,7 @@ class TrackerClient:
             bytes_served=state.bytes_served,
             bytes_from_origin=state.bytes_from_origin,
             bytes_from_peers=state.bytes_from_peers,
+            errors=state.errors,
         )
         return await self._must("/v1/announce", message, p.AnnounceReply)
 

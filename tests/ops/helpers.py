@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -25,13 +26,17 @@ class TrackerProcess:
 
 
 @contextmanager
-def spawn_tracker(root: Path) -> Iterator[TrackerProcess]:
-    """``python -m tracker`` (what ``shoal tracker`` runs) on a free loopback port, no mDNS."""
+def spawn_tracker(root: Path, *args: str) -> Iterator[TrackerProcess]:
+    """``python -m tracker`` (what ``shoal tracker`` runs) on a free loopback port, no mDNS.
+
+    ``args`` are more flags (``--traffic-interval 0.2s``, say).
+    """
     port = procs.free_port()
     log = root / "tracker.log"
     root.mkdir(parents=True, exist_ok=True)
     proc = procs.start(
-        [sys.executable, "-m", "tracker", "--listen", f"127.0.0.1:{port}", "--no-mdns"], log
+        [sys.executable, "-m", "tracker", "--listen", f"127.0.0.1:{port}", "--no-mdns", *args],
+        log,
     )
     url = f"http://127.0.0.1:{port}"
 
@@ -57,9 +62,16 @@ async def announce(
     in_progress: Sequence[tuple[str, int, int]] = (),
     bytes_from_origin: int = 0,
     bytes_from_peers: int = 0,
+    errors: Sequence[tuple[str, str]] = (),
+    session: bytes | None = None,
 ) -> None:
-    """Announce one peer's holdings, as a node's tracker client does."""
-    async with TrackerClient(tracker_url, peer_id=peer_id, session=os.urandom(16)) as client:
+    """Announce one peer's holdings, as a node's tracker client does.
+
+    ``errors`` are ``(kind, message)`` pairs the peer reports, seen now; pass the same
+    ``session`` to announce the same peer again (another one is a conflict, 409).
+    """
+    session = session or os.urandom(16)
+    async with TrackerClient(tracker_url, peer_id=peer_id, session=session) as client:
         await client.announce(
             NodeState(
                 host="127.0.0.1",
@@ -69,5 +81,18 @@ async def announce(
                 upload_slots=4,
                 bytes_from_origin=bytes_from_origin,
                 bytes_from_peers=bytes_from_peers,
+                errors=tuple(p.NodeError(at=time.time(), kind=k, message=m) for k, m in errors),
             )
         )
+
+
+async def put_tag(tracker_url: str, image: str, digest: str) -> None:
+    """Share a resolution of ``docker.io/<image>`` (``repository:tag``), as a node does."""
+    repository, _, tag = image.rpartition(":")
+    record = p.TagRecord(
+        registry="docker.io", repository=repository, tag=tag, accept="", digest=digest,
+        media_type="application/vnd.oci.image.manifest.v1+json", size=512,
+        resolved_at=time.time(),
+    )  # fmt: skip
+    async with TrackerClient(tracker_url, peer_id="tagger", session=os.urandom(16)) as client:
+        await client.put_tag(record)

@@ -1,26 +1,30 @@
 """The tracker's status page (``GET /``) in a real browser, with live data.
 
-A real ``shoal tracker`` process gets announces from three peers (blobs held, two
-downloads in progress, origin and peer byte counters); Debian's chromium renders the page
-headless, takes a screenshot, and the assertions read the DOM chromium built.
-
-Issue 5 asks the page for more than it has today. Each missing piece is a strict xfail
-below, naming what is missing; when the tracker grows it, the xfail turns into a failure
-that says "remove the marker".
+A real ``shoal tracker`` process (announce interval 2 s, so a download quiet for 6 s is
+"stalled"; a traffic point every 0.2 s) gets two rounds of announces from three peers
+through the node's own tracker client: blobs held, two downloads in progress (one moves
+between the rounds, one does not), origin and peer byte counters that grow, an error a
+node reports, a conflicting announce the tracker refuses, and two tag resolutions (one
+whose manifest a node holds, one whose manifest nobody holds). Debian's chromium renders
+the page headless, takes a screenshot, and the assertions read the DOM chromium built.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Iterator
 
 import pytest
 import trio
 
+from peer.errors import TrackerRejected
 from tests.ops.browser import WINDOW, Rendered, png_size, render
-from tests.ops.helpers import announce, spawn_tracker
+from tests.ops.helpers import announce, put_tag, spawn_tracker
 
 MIB = 1024 * 1024
+#: The tracker's --announce-interval; the page calls a download stalled after 3 of them.
+INTERVAL = 2.0
 
 
 def _digest(label: str) -> str:
@@ -28,6 +32,8 @@ def _digest(label: str) -> str:
 
 
 BASE, APP, NEW = _digest("base layer"), _digest("app layer"), _digest("new layer")
+APP_MANIFEST, NEW_MANIFEST = _digest("app manifest"), _digest("new manifest")
+ORIGIN_ERROR = "docker.io/library/app: bytes 0-1048575 of sha256:abc: origin answered 503"
 
 
 def _short(digest: str) -> str:
@@ -37,17 +43,34 @@ def _short(digest: str) -> str:
 @pytest.fixture(scope="module")
 def page(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rendered]:
     root = tmp_path_factory.mktemp("status-page")
-    with spawn_tracker(root / "tracker") as tracker:
+    flags = ("--announce-interval", f"{INTERVAL:g}s", "--peer-ttl", "60s",
+             "--traffic-interval", "0.2s")  # fmt: skip
+    with spawn_tracker(root / "tracker", *flags) as tracker:
+        a, b, c = (os.urandom(16) for _ in range(3))
 
         async def fill() -> None:
-            await announce(tracker.url, "node-a", port=5051,
-                           held=[(BASE, 3 * MIB), (APP, MIB)],
+            url = tracker.url
+            # Round 1: both downloads start; the counters are a first step.
+            await announce(url, "node-a", port=5051, session=a, held=[(BASE, 3 * MIB)],
                            in_progress=[(NEW, 8 * MIB, 2 * MIB)],
-                           bytes_from_origin=10 * MIB, bytes_from_peers=30 * MIB)  # fmt: skip
-            await announce(tracker.url, "node-b", port=5061, held=[(BASE, 3 * MIB)],
+                           bytes_from_origin=4 * MIB, bytes_from_peers=6 * MIB)  # fmt: skip
+            await announce(url, "node-b", port=5061, session=b, held=[(BASE, 3 * MIB)],
+                           in_progress=[(NEW, 8 * MIB, 1 * MIB)])  # fmt: skip
+            await trio.sleep(3 * INTERVAL + 0.3)  # several traffic points; node-a stalls
+            # Round 2: node-b moved, node-a did not; node-a reports an origin failure.
+            await announce(url, "node-a", port=5051, session=a,
+                           held=[(BASE, 3 * MIB), (APP, MIB), (APP_MANIFEST, 1024)],
+                           in_progress=[(NEW, 8 * MIB, 2 * MIB)],
+                           bytes_from_origin=10 * MIB, bytes_from_peers=30 * MIB,
+                           errors=[("origin", ORIGIN_ERROR)])  # fmt: skip
+            await announce(url, "node-b", port=5061, session=b, held=[(BASE, 3 * MIB)],
                            in_progress=[(NEW, 8 * MIB, 6 * MIB)],
                            bytes_from_peers=5 * MIB)  # fmt: skip
-            await announce(tracker.url, "node-c", port=5071, held=[(APP, MIB)])
+            await announce(url, "node-c", port=5071, session=c, held=[(APP, MIB)])
+            with pytest.raises(TrackerRejected):  # another process claims node-c: 409
+                await announce(url, "node-c", port=5071, held=[(APP, MIB)])
+            await put_tag(url, "library/app:1", APP_MANIFEST)
+            await put_tag(url, "library/new:2", NEW_MANIFEST)
 
         trio.run(fill)
         yield render(tracker.url + "/", root / "browser")
@@ -64,7 +87,7 @@ def test_swarm_totals(page: Rendered) -> None:
     header, row = page.dom.table("Swarm")
     totals = dict(zip(header, row, strict=True))
     assert totals == {
-        "peers": "3", "blobs": "3", "holdings": "6", "transfers": "2",
+        "peers": "3", "blobs": "4", "holdings": "7", "transfers": "2",
         "from origin": "10.0 MiB", "from peers": "35.0 MiB", "peer share": "77.8 %",
     }  # fmt: skip
 
@@ -75,74 +98,95 @@ def test_peers_table(page: Rendered) -> None:
     by_peer = {r[0]: dict(zip(header, r, strict=True)) for r in rows}
     assert sorted(by_peer) == ["node-a", "node-b", "node-c"]
     assert by_peer["node-a"]["address"] == "127.0.0.1:5051"
-    assert (by_peer["node-a"]["blobs"], by_peer["node-a"]["downloading"]) == ("2", "1")
+    assert (by_peer["node-a"]["blobs"], by_peer["node-a"]["downloading"]) == ("3", "1")
     assert by_peer["node-a"]["from origin"] == "10.0 MiB"
     assert by_peer["node-b"]["from peers"] == "5.0 MiB"
 
 
 def test_blobs_table(page: Rendered) -> None:
     header, *rows = page.dom.table("Blobs")
-    assert header == ["digest", "size", "holders", "in progress"]
-    assert sorted(rows) == sorted([
+    assert header == ["digest", "size", "holders", "in progress", "where"]
+    assert sorted(r[:4] for r in rows) == sorted([
         [_short(BASE), "3.0 MiB", "2", "0"],
         [_short(APP), "1.0 MiB", "2", "0"],
+        [_short(APP_MANIFEST), "1.0 KiB", "1", "0"],
         [_short(NEW), "8.0 MiB", "0", "2"],
     ])  # fmt: skip
 
 
 def test_transfers_table(page: Rendered) -> None:
     header, *rows = page.dom.table("Transfers in progress")
-    assert header == ["peer", "blob", "held", "size", "done"]
-    assert sorted(rows) == [
-        ["node-a", _short(NEW), "2.0 MiB", "8.0 MiB", "25 %"],
-        ["node-b", _short(NEW), "6.0 MiB", "8.0 MiB", "75 %"],
-    ]
+    assert header == ["peer", "blob", "held", "size", "done", "last progress", "state"]
+    by_peer = {r[0]: r for r in rows}
+    assert sorted(by_peer) == ["node-a", "node-b"]
+    assert by_peer["node-a"][:5] == ["node-a", _short(NEW), "2.0 MiB", "8.0 MiB", "25 %"]
+    assert by_peer["node-b"][:5] == ["node-b", _short(NEW), "6.0 MiB", "8.0 MiB", "75 %"]
+    # node-a has held 2 MiB since round 1, three intervals ago; node-b moved in round 2
+    # (the page is as old as chromium's start, a few seconds, by the time it renders).
+    stalled_a, stalled_b = (int(by_peer[n][5].split()[0]) for n in ("node-a", "node-b"))
+    assert (by_peer["node-a"][6], by_peer["node-b"][6]) == ("stalled", "moving")
+    assert stalled_a >= 3 * INTERVAL
+    assert stalled_a - stalled_b >= 3 * INTERVAL - 1
 
 
-# --- what issue 5 asks for and the page does not have yet ----------------------------------
+# --- what issue 5 asked for ---------------------------------------------------------------
 
 
-def missing(reason: str) -> pytest.MarkDecorator:
-    """A strict xfail for a gap; a crash in the test itself (not an assert) still fails."""
-    return pytest.mark.xfail(strict=True, raises=AssertionError, reason=reason)
-
-
-@missing(reason="tracker status page: transfers show a '25 %' text cell, no progress bars")
 def test_transfers_have_progress_bars(page: Rendered) -> None:
-    bars = page.dom.find("progress", section="Transfers") or [
-        e for e in page.dom.elements
-        if e.attrs.get("role") == "progressbar" and e.section.startswith("Transfers")
-    ]  # fmt: skip
-    values = sorted(
-        round(100 * float(b.attrs.get("value") or b.attrs.get("aria-valuenow") or 0)
-              / float(b.attrs.get("max") or b.attrs.get("aria-valuemax") or 100))
-        for b in bars
-    )  # fmt: skip
+    bars = page.dom.find("progress", section="Transfers")
+    values = sorted(round(100 * float(b.attrs["value"]) / float(b.attrs["max"])) for b in bars)
     assert values == [25, 75]
+    assert sorted(b.attrs["aria-label"] for b in bars) == ["node-a 25 %", "node-b 75 %"]
 
 
-@missing(reason="tracker status page: no chart of bytes from origin vs peers over time "
-         "(the tracker keeps only current totals, no history)")  # fmt: skip
+def _series(page: Rendered, name: str) -> tuple[list[float], list[int]]:
+    (line,) = [e for e in page.dom.find("polyline", section="Traffic")
+               if e.attrs.get("data-series") == name]  # fmt: skip
+    times = [float(t) for t in line.attrs["data-at"].split()]
+    values = [int(v) for v in line.attrs["data-values"].split()]
+    assert len(times) == len(values) == len(line.attrs["points"].split())
+    return times, values
+
+
 def test_origin_vs_peers_chart(page: Rendered) -> None:
-    charts = page.dom.find("svg") + page.dom.find("canvas")
-    assert charts, "no <svg> or <canvas> chart on the page"
+    (svg,) = page.dom.find("svg", section="Traffic")
+    assert svg.attrs["role"] == "img"
+    times, origin = _series(page, "origin")
+    _, peers = _series(page, "peers")
+    assert times == sorted(times)
+    assert times[-1] - times[0] >= 3 * INTERVAL
+    # ends at the live totals; on the way, round 1's sums were sampled (history, not a dot)
+    assert (origin[-1], peers[-1]) == (10 * MIB, 35 * MIB)
+    assert (4 * MIB, 6 * MIB) in set(zip(origin, peers, strict=True))
+    assert origin == sorted(origin)
+    assert peers == sorted(peers)
 
 
-@missing(reason="tracker status page: no recent-errors section (the tracker records none)")
 def test_recent_errors_section(page: Rendered) -> None:
-    assert any("error" in h.lower() for h in page.dom.headings), page.dom.headings
+    header, *rows = page.dom.table("Recent errors")
+    assert header == ["when", "source", "kind", "message"]
+    reported = [r[1:] for r in rows]
+    assert ["node-a", "origin", ORIGIN_ERROR] in reported  # what the node reported
+    assert [  # what the tracker refused
+        "tracker", "peer_conflict",
+        "refused /v1/announce: peer id 'node-c' is live under another session",
+    ] in reported  # fmt: skip
+    assert len(rows) == 2
 
 
-@missing(reason="tracker status page: no not-synced images section (the tracker knows no "
-         "image list; `shoal status` computes it client-side)")  # fmt: skip
 def test_not_synced_images_section(page: Rendered) -> None:
-    assert any("not synced" in h.lower() for h in page.dom.headings), page.dom.headings
+    header, *rows = page.dom.table("Not synced images")
+    assert header == ["image", "manifest", "resolved", "why"]
+    # library/app:1's manifest is on node-a: synced, so not listed
+    assert [[r[0], r[1], r[3]] for r in rows] == [
+        ["docker.io/library/new:2", _short(NEW_MANIFEST), "manifest held by no live node"]
+    ]
+    assert any(h.startswith("Not synced images (of the 2 most recent") for h in page.dom.headings)
 
 
-@missing(reason="tracker status page: the blobs table counts holders but does not say "
-         "which peers hold a blob")  # fmt: skip
 def test_blobs_say_where_they_are(page: Rendered) -> None:
     _, *rows = page.dom.table("Blobs")
-    (base_row,) = [r for r in rows if r[0] == _short(BASE)]
-    assert "node-a" in " ".join(base_row)
-    assert "node-b" in " ".join(base_row)
+    where = {r[0]: r[4] for r in rows}
+    assert where[_short(BASE)] == "node-a, node-b"
+    assert where[_short(APP)] == "node-a, node-c"
+    assert where[_short(NEW)] == "downloading: node-a, node-b"

@@ -15,8 +15,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tracker import protocol as p
+from tracker.activity import ErrorEvent, TrafficPoint
 from tracker.app import TrackerApp
-from tracker.model import PeerView, Policy, Stats
+from tracker.model import BlobView, HolderView, PeerView, Policy, Stats, TransferView
+from tracker.status_data import NotSynced, StatusData
 from tracker.status_page import render_status_page
 from tracker.store import MemoryStore
 
@@ -298,12 +300,25 @@ def test_status_page_escapes_everything() -> None:
         bytes_from_origin=0, bytes_from_peers=0, draining=False,
     )  # fmt: skip
     stats = Stats(
-        peers=1, blobs=0, holdings=0, in_progress=0, bytes_served=0, bytes_from_origin=0,
-        bytes_from_peers=0, piece_records=0, tag_records=0, leases=0,
+        peers=1, blobs=1, holdings=0, in_progress=1, bytes_served=0, bytes_from_origin=0,
+        bytes_from_peers=0, piece_records=0, tag_records=1, leases=0,
     )  # fmt: skip
-    page = render_status_page(stats=stats, peers=[view], blobs=[], transfers=[], now=0.0)
+    holder = HolderView(peer_id=evil, host=evil, port=1, complete=True, bytes_held=1,
+                        last_seen=0.0, draining=False)  # fmt: skip
+    data = StatusData(
+        now=0.0, stats=stats, peers=[view], blobs=[BlobView(digest=d(1), size=1, holders=1,
+        in_progress=0)], where={d(1): (holder,)},
+        transfers=[TransferView(peer_id=evil, digest=d(2), size=2, bytes_held=1,
+                                last_progress=0.0)],
+        stall_after=90.0, errors=[ErrorEvent(at=0.0, source=evil, kind=evil, message=evil)],
+        traffic=[TrafficPoint(at=0.0, bytes_from_origin=0, bytes_from_peers=0)],
+        not_synced=[NotSynced(image=evil, digest=d(3), resolved_at=0.0, reason=evil)],
+        tags_checked=1,
+    )  # fmt: skip
+    page = render_status_page(data)
     assert "<script>" not in page
-    assert "&lt;script&gt;" in page
+    # peer id, host, holder, transfer (cell and bar label), error x3, image, reason
+    assert page.count("&lt;script&gt;") == 10
 
 
 async def test_a_bug_is_a_500_and_the_app_keeps_serving(
@@ -352,6 +367,9 @@ def implemented() -> set[tuple[str, str]]:
         (f"/admin/blobs/{d(1)}", "/admin/blobs/{digest}"),
         ("/admin/peers/x/drain", "/admin/peers/{peer_id}/drain"),
         ("/admin/peers/x/ban", "/admin/peers/{peer_id}/ban"),
+        ("/admin/transfers", "/admin/transfers"),
+        ("/admin/errors", "/admin/errors"),
+        ("/admin/traffic", "/admin/traffic"),
     ]:
         route, methods = app.admin.match(sample)
         assert route == template
@@ -383,6 +401,7 @@ MESSAGES_FOR_FUZZ: list[p.Message] = [
 ]
 
 FUZZ_PATHS = [*PEER_ROUTES, "/admin/peers", "/admin/blobs", f"/admin/blobs/{d(1)}",
+              "/admin/transfers", "/admin/errors", "/admin/traffic",
               "/admin/peers/a/drain", "/admin/peers/a/ban", "/healthz", "/", "/nope"]  # fmt: skip
 
 
@@ -391,7 +410,7 @@ FUZZ_PATHS = [*PEER_ROUTES, "/admin/peers", "/admin/blobs", f"/admin/blobs/{d(1)
     method=st.sampled_from(["GET", "POST", "DELETE", "PUT", "PATCH"]),
     path=st.one_of(st.sampled_from(FUZZ_PATHS), st.text(max_size=40).map(lambda t: "/" + t)),
     query=st.dictionaries(
-        st.sampled_from(["limit", "offset", "x"]), st.text(max_size=8), max_size=2
+        st.sampled_from(["limit", "offset", "stalled_for", "x"]), st.text(max_size=8), max_size=2
     ),
     body=st.one_of(
         st.binary(max_size=300), st.builds(p.encode, st.sampled_from(MESSAGES_FOR_FUZZ))
