@@ -18,6 +18,7 @@ from typing import Final
 
 import trio
 
+from peer.config import parse_duration
 from peer.errors import PeerError
 from peer.mirror.upstream import Upstream
 from peer.ops import runtime_config
@@ -34,6 +35,9 @@ OK: Final = 0
 FAILED: Final = 1
 USAGE: Final = 2
 UNAVAILABLE: Final = 3
+#: ``shoal status --stuck-after`` default: three announce intervals of 30 s. Nodes report
+#: their bytes every interval, so a download quiet for one or two is not yet stuck.
+DEFAULT_STUCK_AFTER: Final = 90.0
 
 
 class _Usage(Exception):
@@ -89,6 +93,16 @@ def _upstream(args: argparse.Namespace) -> Upstream:
         return Upstream(parse_upstreams(items))
     except ValueError as exc:
         raise _Usage(str(exc)) from None
+
+
+def _duration(text: str, flag: str) -> float:
+    try:
+        seconds = parse_duration(text)
+    except PeerError as exc:
+        raise _Usage(f"{flag}: {exc}") from None
+    if seconds <= 0:
+        raise _Usage(f"{flag} must be more than 0s")
+    return seconds
 
 
 def _read(path: str) -> str:
@@ -211,9 +225,10 @@ def cmd_status(argv: Sequence[str]) -> int:
     """``shoal status -f images.txt``: which listed images are not synced."""
     parser = _parser(
         "shoal status",
-        "Report which images are not synced: moved tags, missing blobs, downloads in progress.",
+        "Report which images are not synced (moved tags, missing blobs, downloads in "
+        "progress) and, with --tracker, downloads stuck anywhere in the mesh.",
     )
-    source = parser.add_mutually_exclusive_group(required=True)
+    source = parser.add_mutually_exclusive_group()
     source.add_argument("-f", "--file", help="image list ('-' for stdin)")
     source.add_argument(
         "--allows", metavar="FILE", help="check the exact repositories of an allows.txt, at :latest"
@@ -227,6 +242,13 @@ def cmd_status(argv: Sequence[str]) -> int:
         type=Path,
         help="check blobs in the cache of the node on this machine",
     )
+    parser.add_argument(
+        "--stuck-after",
+        metavar="DURATION",
+        default=f"{DEFAULT_STUCK_AFTER:g}s",
+        help="with --tracker: report downloads whose bytes have not moved for this long "
+        f"(default {DEFAULT_STUCK_AFTER:g}s)",
+    )
     _add_peer(parser, optional=True)
     _add_upstream(parser)
     _add_platform(parser, str(host_platform()))
@@ -235,9 +257,13 @@ def cmd_status(argv: Sequence[str]) -> int:
     out = Output(json_mode=args.json)
 
     async def main() -> int:
+        if not (args.file or args.allows or args.tracker):
+            raise _Usage("give -f FILE or --allows FILE (images to check), or --tracker URL")
+        stuck_after = _duration(args.stuck_after, "--stuck-after")
+        images: list[ImageRef] = []
         if args.file:
             images = parse_image_list(_read(args.file), source=args.file)
-        else:
+        elif args.allows:
             images, skipped = images_from_allows(_read(args.allows))
             if skipped:
                 out.note(
@@ -250,12 +276,13 @@ def cmd_status(argv: Sequence[str]) -> int:
         sources: list[Holdings] = [tracker] if tracker else []
         if args.data is not None:
             sources.append(CacheHoldings(args.data))
-        if not sources:
+        if not sources and images:
             out.note(
                 "note: blobs not checked: give --tracker URL (the mesh) and/or --data DIR "
                 "(this machine's node)"
             )
-        node = None if args.peer.lower() == "none" else NodeClient(args.peer)
+        skip_node = args.peer.lower() == "none" or not images  # stuck downloads only
+        node = None if skip_node else NodeClient(args.peer)
         try:
             if node is not None:
                 await node.ping()
@@ -264,14 +291,15 @@ def cmd_status(argv: Sequence[str]) -> int:
             results = await mesh_status(
                 images, upstream=upstream, node=node, sources=sources, platforms=platforms
             )
+            stuck = None if tracker is None else await tracker.stuck(stuck_after)
         finally:
             await upstream.aclose()
             if node is not None:
                 await node.aclose()
             if tracker is not None:
                 await tracker.aclose()
-        out.status_report(results, [s.label for s in sources])
-        return OK if all(r.synced for r in results) else FAILED
+        out.status_report(results, [s.label for s in sources], stuck=stuck, stuck_after=stuck_after)
+        return OK if all(r.synced for r in results) and not stuck else FAILED
 
     return _run("status", main, out)
 

@@ -27,7 +27,7 @@ from rich.progress import (
 from rich.table import Table
 
 from peer.ops.images import ImageRef
-from peer.ops.status import ImageStatus
+from peer.ops.status import ImageStatus, StuckTransfer
 from peer.ops.sync import ImageResult
 from peer.ops.verify import VerifyResult
 
@@ -147,27 +147,42 @@ class Output:
 
     # --- status -------------------------------------------------------------------------
 
-    def status_report(self, results: Sequence[ImageStatus], sources: Sequence[str]) -> None:
+    def status_report(
+        self,
+        results: Sequence[ImageStatus],
+        sources: Sequence[str],
+        *,
+        stuck: Sequence[StuckTransfer] | None = None,
+        stuck_after: float = 0.0,
+    ) -> None:
+        """Images not synced, and (``stuck`` given: the tracker was asked) stuck downloads."""
         synced = sum(1 for r in results if r.synced)
         summary = f"status: {synced} of {len(results)} image(s) synced"
+        if stuck is not None:
+            summary += f", {len(stuck)} download(s) stuck for {stuck_after:g}s or more"
         if self.json:
-            self.document(
-                {
-                    "synced": synced,
-                    "total": len(results),
-                    "checked": list(sources),
-                    "images": [r.to_json() for r in results],
-                }
-            )
+            doc: dict[str, object] = {
+                "synced": synced,
+                "total": len(results),
+                "checked": list(sources),
+                "images": [r.to_json() for r in results],
+            }
+            if stuck is not None:
+                doc["stuck_after"] = stuck_after
+                doc["stuck_transfers"] = [s.to_json() for s in stuck]
+            self.document(doc)
             return
         if self.console is not None:
             rows = [(str(r.image), r.state, "\n".join(r.details())) for r in results]
+            rows += [("(mesh)", "stuck", s.describe()) for s in stuck or ()]
             self.table(summary, ("image", "state", "details"), rows)
             return
         for r in results:
             self.line(f"{r.state.upper() if not r.synced else 'synced'} {r.image}")
             for detail in r.details():
                 self.line(f"  - {detail}")
+        for s in stuck or ():
+            self.line(f"STUCK {s.describe()}")
         self.line(summary)
 
 

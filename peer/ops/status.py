@@ -13,11 +13,16 @@ platforms. Then:
   The tracker (``--tracker``, admin API ``GET /admin/blobs/{digest}``) answers for the
   whole mesh, including downloads in progress and how far they are; ``--data`` answers for
   the node on this machine by looking into its cache directory (read-only).
+
+With ``--tracker``, downloads anywhere in the mesh whose bytes have not moved for
+``--stuck-after`` are reported as **stuck** (admin API ``GET /admin/transfers``, which
+knows when each download's byte count last changed); the list of images is then optional.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,6 +59,33 @@ class BlobState:
     peers: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class StuckTransfer:
+    """A download in the mesh whose bytes have not changed for ``stalled_for`` seconds."""
+
+    peer_id: str
+    digest: str
+    size: int
+    bytes_held: int
+    stalled_for: float
+
+    def describe(self) -> str:
+        pct = 100 * self.bytes_held / self.size if self.size else 0.0
+        return (
+            f"{self.peer_id}: {self.digest} at {pct:.0f}% ({self.bytes_held} of {self.size} "
+            f"bytes), no progress for {self.stalled_for:.0f}s"
+        )
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "peer_id": self.peer_id,
+            "digest": self.digest,
+            "size": self.size,
+            "bytes_held": self.bytes_held,
+            "stalled_for": self.stalled_for,
+        }
+
+
 class Holdings(Protocol):
     """A source of truth about which blobs are held."""
 
@@ -85,6 +117,28 @@ class TrackerHoldings:
             response = await self._client.get("/healthz")
         if response.status_code != 200:
             raise ServiceUnavailable(f"the tracker at {self.url} answered {response.status_code}")
+
+    async def stuck(self, threshold: float) -> list[StuckTransfer]:
+        """Downloads whose bytes have not changed for ``threshold`` seconds or more."""
+        params = {"stalled_for": str(math.ceil(threshold))}
+        with mapped("tracker", self.url):
+            response = await self._client.get("/admin/transfers", params=params)
+        if response.status_code != 200:
+            raise ServiceUnavailable(
+                f"the tracker at {self.url} answered {response.status_code} for its transfers "
+                "(a tracker older than this shoal has no /admin/transfers)"
+            )
+        try:
+            return [
+                StuckTransfer(
+                    str(t["peer_id"]), str(t["digest"]), int(t["size"]), int(t["bytes_held"]),
+                    float(t["stalled_for"]),
+                )
+                for t in json.loads(response.content)["transfers"]
+                if t["stalled_for"] is not None and float(t["stalled_for"]) >= threshold
+            ]  # fmt: skip
+        except (ValueError, LookupError, TypeError) as exc:
+            raise ServiceUnavailable(f"the tracker at {self.url} sent bad JSON: {exc}") from None
 
     async def state(self, blob: Descriptor) -> BlobState:
         with mapped("tracker", self.url):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ from peer.ops.images import parse_reference
 from peer.ops.sync import sync_images
 from tests.helpers.node import Node
 from tests.helpers.registry import Registry
-from tests.ops.helpers import TrackerProcess, announce
+from tests.ops.helpers import TrackerProcess, announce, spawn_tracker
 
 
 async def _sync(node: Node, *refs: str) -> None:
@@ -137,8 +138,47 @@ def test_status_unreachable_tracker(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert len(err.splitlines()) == 1
 
 
-def test_status_needs_a_list(capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit) as info:
-        cmd_status(["--peer", "none"])
-    assert info.value.code == USAGE
-    assert "one of the arguments -f/--file --allows is required" in capsys.readouterr().err
+def test_status_needs_a_list_or_a_tracker(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cmd_status(["--peer", "none"]) == USAGE
+    err = capsys.readouterr().err
+    assert "give -f FILE or --allows FILE (images to check), or --tracker URL" in err
+    assert cmd_status(["--tracker", "http://127.0.0.1:9", "--stuck-after", "soon"]) == USAGE
+    assert "--stuck-after: not a duration: 'soon'" in capsys.readouterr().err
+
+
+async def test_status_reports_a_stuck_download(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A real tracker process; node-a's download stops moving while node-b's goes on."""
+    new, other = "sha256:" + "a" * 64, "sha256:" + "b" * 64
+    a, b = os.urandom(16), os.urandom(16)
+    with spawn_tracker(tmp_path / "tracker", "--announce-interval", "1s") as tracker:
+        await announce(tracker.url, "node-a", session=a, in_progress=[(new, 4000, 1000)])
+        await announce(tracker.url, "node-b", port=5061, session=b,
+                       in_progress=[(new, 4000, 500), (other, 100, 10)])  # fmt: skip
+        await trio.sleep(2.5)
+        await announce(tracker.url, "node-a", session=a, in_progress=[(new, 4000, 1000)])
+        await announce(tracker.url, "node-b", port=5061, session=b,
+                       in_progress=[(new, 4000, 3000), (other, 100, 20)])  # fmt: skip
+        argv = ["--tracker", tracker.url, "--stuck-after", "2s", "--json"]
+        rc = await trio.to_thread.run_sync(cmd_status, argv)
+        report = json.loads(capsys.readouterr().out)
+        assert rc == FAILED
+        assert (report["total"], report["stuck_after"]) == (0, 2.0)
+        (stuck,) = report["stuck_transfers"]
+        assert {k: stuck[k] for k in ("peer_id", "digest", "size", "bytes_held")} == {
+            "peer_id": "node-a", "digest": new, "size": 4000, "bytes_held": 1000,
+        }  # fmt: skip
+        assert 2.5 <= stuck["stalled_for"] < 30
+
+        plain = await trio.to_thread.run_sync(cmd_status, ["--tracker", tracker.url,
+                                                           "--stuck-after", "2s"])  # fmt: skip
+        lines = capsys.readouterr().out.splitlines()
+        assert plain == FAILED
+        assert lines[0].startswith(f"STUCK node-a: {new} at 25% (1000 of 4000 bytes), no progress")
+        assert lines[-1] == "status: 0 of 0 image(s) synced, 1 download(s) stuck for 2s or more"
+
+        # a longer threshold: nothing is stuck, and that is success
+        rc = await trio.to_thread.run_sync(cmd_status, ["--tracker", tracker.url, "--json"])
+        report = json.loads(capsys.readouterr().out)
+        assert (rc, report["stuck_after"], report["stuck_transfers"]) == (OK, 90.0, [])
