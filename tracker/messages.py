@@ -253,11 +253,18 @@ class LeaseRequest:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class LeaseReply:
-    """``granted`` to the asker, or held by ``holder`` until ``expires_at`` (Unix seconds)."""
+    """``granted`` to the asker, or held by ``holder`` until ``expires_at`` (Unix seconds).
+
+    ``capped`` (optional on the wire, added in a minor revision): refused because the
+    blob already has the tracker's cap of origin fetches in flight; ``holder`` and
+    ``expires_at`` then name the blob's lease that ends first. A peer that does not know
+    the field sees an ordinary refusal of that piece.
+    """
 
     granted: bool
     holder: str
     expires_at: float
+    capped: bool = False
 
 
 Message = (

@@ -184,6 +184,12 @@ DEFAULT_MAX_PIECE_BYTES: Final = 64 << 20
 DEFAULT_MAX_TAGS: Final = 100_000
 #: Live origin-fetch leases: a few per blob being pulled cluster-wide at once.
 DEFAULT_MAX_LEASES: Final = 100_000
+#: Origin fetches of one blob in flight cluster-wide (live leases of one digest; 0: no
+#: cap). Enough to keep the origin's uplink busy with a few fetches per node of a small
+#: swarm (8 nodes x 2 each); in a crowd of 1,000 it keeps the origin from being split
+#: 2,000 ways, so pieces reach the swarm one at a time, fast (bench/simulate: egress
+#: 1.00 F and p50 1.13x the bound with 16; docs/tracker.md).
+DEFAULT_MAX_ORIGIN_FETCHES: Final = 16
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -199,3 +205,4 @@ class Policy:
     max_piece_bytes: int = DEFAULT_MAX_PIECE_BYTES
     max_tags: int = DEFAULT_MAX_TAGS
     max_leases: int = DEFAULT_MAX_LEASES
+    max_origin_fetches: int = DEFAULT_MAX_ORIGIN_FETCHES

@@ -277,7 +277,9 @@ _SPECS: Final[dict[type, tuple[str, dict[str, Validator]]]] = {
         "digest": _DIGEST, "piece_index": _int(0, MAX_PIECE_INDEX), "peer_id": _PEER_ID,
         "session": _SESSION, "ttl": _float(0.0, MAX_LEASE_TTL),
     }),
-    LeaseReply: ("lease_reply", {"granted": _BOOL, "holder": _PEER_ID, "expires_at": _TIME}),
+    LeaseReply: ("lease_reply", {
+        "granted": _BOOL, "holder": _PEER_ID, "expires_at": _TIME, "capped": _BOOL,
+    }),
 }  # fmt: skip
 
 #: Fields added in minor revisions: absent on the wire means the dataclass default, and
@@ -285,6 +287,7 @@ _SPECS: Final[dict[type, tuple[str, dict[str, Validator]]]] = {
 #: peer sees exactly the bytes it always did.
 _OPTIONAL: Final[dict[type, dict[str, object]]] = {
     Announce: {"errors": ()},
+    LeaseReply: {"capped": False},
 }
 
 

@@ -14,7 +14,15 @@ A record costs the same whatever its fill, so filling one never evicts another.
 Leases. One lease per ``(digest, piece_index)``: the first peer to ask gets it for
 ``ttl`` seconds, renews it by asking again, and releases it with ``ttl == 0``; while it is
 live every other asker gets ``granted=False`` with the holder and the expiry, and should
-fetch that range from the holder (or wait) rather than from the origin.
+fetch that range from the holder (or wait) rather than from the origin. On top of that,
+at most ``Policy.max_origin_fetches`` leases of one digest are live at once (the
+cluster's origin fetches of that blob in flight): a new lease past the cap is refused
+with ``capped=True``, naming the holder of the blob's lease that expires first; renewals
+and releases are never capped. The asker should pause the origin for that blob briefly
+and take pieces from peers (see ``peer.mesh.fetch``). A holder that records a piece's
+hash has finished its fetch: the lease stops counting against the cap at once, but still
+refuses the piece to others until it expires (they should get it from the holder, which
+has it now; a full release would invite a second origin fetch of the same range).
 """
 
 from __future__ import annotations
@@ -81,6 +89,7 @@ class Records:
         self.conflicts: dict[str, int] = {}
         self._tags: dict[_TagKey, p.TagRecord] = {}
         self._leases: dict[tuple[str, int], tuple[str, float]] = {}
+        self._blob_leases: dict[str, dict[int, float]] = {}  # digest -> index -> expiry
 
     @property
     def piece_count(self) -> int:
@@ -106,6 +115,7 @@ class Records:
         Each put that conflicts anywhere counts once in :attr:`conflicts`.
         """
         digest = record.digest
+        self._fetched(record)
         current = self._pieces.get(digest)
         if current is not None:
             shape = (current.size, current.piece_size, len(current.hashes))
@@ -161,18 +171,47 @@ class Records:
         """
         key = (req.digest, req.piece_index)
         current = self._leases.get(key)
-        if current is not None and current[1] > now and current[0] != req.peer_id:
+        live = current is not None and current[1] > now
+        if live and current is not None and current[0] != req.peer_id:
             return p.LeaseReply(granted=False, holder=current[0], expires_at=current[1])
         if req.ttl == 0:
             self._leases.pop(key, None)
+            self._blob_leases.get(req.digest, {}).pop(req.piece_index, None)
             return p.LeaseReply(granted=True, holder=req.peer_id, expires_at=now)
+        if not live and (refusal := self._capped(req.digest, now)) is not None:
+            return refusal
         if current is None and len(self._leases) >= self._policy.max_leases:
             self.sweep(now)
             if len(self._leases) >= self._policy.max_leases:
                 raise RegistryFull(f"{len(self._leases)} live leases")
         expires_at = now + req.ttl
         self._leases[key] = (req.peer_id, expires_at)
+        self._blob_leases.setdefault(req.digest, {})[req.piece_index] = expires_at
         return p.LeaseReply(granted=True, holder=req.peer_id, expires_at=expires_at)
+
+    def _fetched(self, record: p.PieceHashes) -> None:
+        """Leases of the pieces ``record``'s writer recorded stop counting against the cap."""
+        blob = self._blob_leases.get(record.digest)
+        if not blob:
+            return
+        hashes = record.hashes
+        for index in [i for i in blob if i < len(hashes) and hashes[i]]:
+            if self._leases[(record.digest, index)][0] == record.peer_id:
+                del blob[index]
+
+    def _capped(self, digest: str, now: float) -> p.LeaseReply | None:
+        """The refusal of a new lease of ``digest`` if its live leases are at the cap."""
+        cap = self._policy.max_origin_fetches
+        blob = self._blob_leases.get(digest)
+        if cap <= 0 or blob is None:
+            return None
+        for index in [i for i, until in blob.items() if until <= now]:
+            del blob[index]
+        if len(blob) < cap:
+            return None
+        first, until = min(blob.items(), key=lambda item: item[1])
+        holder = self._leases[(digest, first)][0]
+        return p.LeaseReply(granted=False, holder=holder, expires_at=until, capped=True)
 
     def forget(self, digest: str) -> bool:
         """Drop the piece hashes and tag resolutions of ``digest``; True if there were any.
@@ -194,3 +233,7 @@ class Records:
         """Drop expired leases."""
         for key in [k for k, (_, until) in self._leases.items() if until <= now]:
             del self._leases[key]
+        for digest in [
+            d for d, b in self._blob_leases.items() if max(b.values(), default=0) <= now
+        ]:
+            del self._blob_leases[digest]

@@ -29,6 +29,9 @@ Key layout (``P`` is the store's prefix, ``shoal:`` by default)::
     P tags_order       zset   tag key -> update sequence (oldest evicted first)
     P lease_holder     hash   "digest#index" -> peer id
     P leases           zset   "digest#index" -> expiry (Unix seconds)
+    P bl:<digest>      zset   piece index -> expiry, the blob's leases (for the cap on
+                              origin fetches in flight; pruned as it is read, and
+                              expiring MAX_LEASE_TTL after its last grant)
     P seq              string sequence for the *_order zsets
 
 The scripts touch keys they compute from ARGV, so they need a standalone Redis (or one
@@ -40,7 +43,9 @@ from __future__ import annotations
 from typing import Final
 
 #: Names of the scripts below, registered by ``RedisStore``.
-SCRIPTS: Final = ("ANNOUNCE", "LEAVE", "SWEEP", "BAN", "LEASE", "PUT_PIECES", "PUT_TAG", "FORGET")
+SCRIPTS: Final = (
+    "ANNOUNCE", "LEAVE", "SWEEP", "BAN", "LEASE", "LEASES_DONE", "PUT_PIECES", "PUT_TAG", "FORGET",
+)  # fmt: skip
 
 _COMMON: Final = """
 local function unlink(P, id, d, complete)
@@ -201,8 +206,10 @@ return 'ok'
 """
 )
 
-#: ARGV: P, member, peer, session, now, ttl, expires_at, max_leases, peer_ttl.
-#: Returns {'granted', expires_at} | {'held', holder, expires_at} | {'conflict'} | {'full'}.
+#: ARGV: P, member, peer, session, now, ttl, expires_at, max_leases, peer_ttl, digest,
+#: index, max_origin_fetches (0: no cap), key lifetime (s).
+#: Returns {'granted', expires_at} | {'held', holder, expires_at}
+#: | {'capped', holder, expires_at} | {'conflict'} | {'full'}.
 LEASE: Final = (
     _COMMON
     + """
@@ -217,10 +224,21 @@ local cur = redis.call('HGET', P .. 'lease_holder', member)
 local exp = redis.call('ZSCORE', P .. 'leases', member)
 local live = cur and exp and tonumber(exp) > now
 if live and cur ~= peer then return {'held', cur, exp} end
+local blob = P .. 'bl:' .. ARGV[10]
 if ttl == 0 then
   redis.call('HDEL', P .. 'lease_holder', member)
   redis.call('ZREM', P .. 'leases', member)
+  redis.call('ZREM', blob, ARGV[11])
   return {'granted', ARGV[5]}
+end
+local cap = tonumber(ARGV[12])
+if not live and cap > 0 then
+  redis.call('ZREMRANGEBYSCORE', blob, '-inf', ARGV[5])
+  if redis.call('ZCARD', blob) >= cap then
+    local first = redis.call('ZRANGE', blob, 0, 0, 'WITHSCORES')
+    local holder = redis.call('HGET', P .. 'lease_holder', ARGV[10] .. '#' .. first[1])
+    return {'capped', holder, first[2]}
+  end
 end
 if not cur and redis.call('ZCARD', P .. 'leases') >= tonumber(ARGV[8]) then
   expire_leases(P, ARGV[5])
@@ -228,9 +246,29 @@ if not cur and redis.call('ZCARD', P .. 'leases') >= tonumber(ARGV[8]) then
 end
 redis.call('HSET', P .. 'lease_holder', member, peer)
 redis.call('ZADD', P .. 'leases', ARGV[7], member)
+redis.call('ZADD', blob, ARGV[7], ARGV[11])
+redis.call('EXPIRE', blob, ARGV[13])
 return {'granted', ARGV[7]}
 """
 )
+
+#: ARGV: P, digest, peer, flags ("1" at position i + 1 when the put recorded piece i).
+#: The peer's leases of those pieces stop counting against the blob's cap (they stay in
+#: ``leases`` until they expire, like ``Records._fetched``). Returns how many.
+LEASES_DONE: Final = """
+local P, digest, peer, flags = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local blob = P .. 'bl:' .. digest
+local n = 0
+for _, m in ipairs(redis.call('ZRANGE', blob, 0, -1)) do
+  local i = tonumber(m)
+  if string.sub(flags, i + 1, i + 1) == '1'
+      and redis.call('HGET', P .. 'lease_holder', digest .. '#' .. m) == peer then
+    redis.call('ZREM', blob, m)
+    n = n + 1
+  end
+end
+return n
+"""
 
 #: ARGV: P, digest, content, peer, cost, max_bytes, head. Returns {stored, conflict}.
 #:

@@ -59,6 +59,9 @@ DEFAULT_PREFIX: Final = "shoal:"
 SWEEP_BATCH: Final = 1000
 #: Seconds to wait for Redis on connect and on every command before calling it unavailable.
 SOCKET_TIMEOUT: Final = 2.0
+#: Lifetime in Redis of a blob's lease index (``bl:<digest>``) after its last grant: every
+#: member has expired by then (no lease outlives MAX_LEASE_TTL).
+_BLOB_LEASES_TTL: Final = int(p.MAX_LEASE_TTL) + 1
 
 _Info = tuple[str, int, int, int, int, int, int, int, int]
 
@@ -231,6 +234,9 @@ class RedisStore:
         # Every hash is a bin 8 of 0 or 32 bytes: a 2-byte header and the value.
         head = len(content) - sum(2 + len(h) for h in record.hashes)
         cost = PIECE_RECORD_OVERHEAD + 32 * len(record.hashes)
+        if self.policy.max_origin_fetches > 0:  # the writer's fetches of these pieces are done
+            flags = "".join("1" if h else "0" for h in record.hashes)
+            await self._run(self._script, "LEASES_DONE", record.digest, record.peer_id, flags)
         args = (record.digest, content, record.peer_id, cost, self.policy.max_piece_bytes, head)
         stored, conflict = await self._run(self._script, "PUT_PIECES", *args)
         return p.PiecesPutReply(stored=bool(stored), conflict=bool(conflict))
@@ -271,15 +277,21 @@ class RedisStore:
         member = f"{req.digest}#{req.piece_index}"
         expires = repr(now + req.ttl)
         args = (member, req.peer_id, req.session, repr(now), req.ttl, expires)
+        blob = (req.digest, req.piece_index, self.policy.max_origin_fetches, _BLOB_LEASES_TTL)
         out = await self._run(
-            self._script, "LEASE", *args, self.policy.max_leases, self.policy.peer_ttl
+            self._script, "LEASE", *args, self.policy.max_leases, self.policy.peer_ttl, *blob
         )
         if out[0] == b"conflict":
             raise PeerConflict(f"peer id {req.peer_id!r} is live under another session")
         if out[0] == b"full":
             raise RegistryFull("too many live leases")
-        if out[0] == b"held":
-            return p.LeaseReply(granted=False, holder=_text(out[1]), expires_at=float(out[2]))
+        if out[0] in (b"held", b"capped"):
+            return p.LeaseReply(
+                granted=False,
+                holder=_text(out[1]),
+                expires_at=float(out[2]),
+                capped=out[0] == b"capped",
+            )
         return p.LeaseReply(granted=True, holder=req.peer_id, expires_at=float(out[1]))
 
     # --- admin (the blocking reads live in tracker.redis_admin) --------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import msgpack
@@ -80,7 +81,21 @@ MESSAGES: list[p.Message] = [
     p.PieceHashes(digest=D1, size=1, piece_size=p.MIN_PIECE_SIZE, hashes=(b"",), peer_id="n"),
     p.LeaseRequest(digest=D1, piece_index=p.MAX_PIECE_INDEX, peer_id="n", session=S, ttl=0.0),
     p.LeaseReply(granted=False, holder="other", expires_at=1_700_000_010.5),
+    p.LeaseReply(granted=False, holder="other", expires_at=1_700_000_010.5, capped=True),
 ]
+
+
+def test_lease_reply_capped_is_optional_both_ways() -> None:
+    """Trackers and peers from before the cap: the bytes they know, in both directions."""
+    plain = p.LeaseReply(granted=False, holder="other", expires_at=1_700_000_010.5)
+    old = {"v": 1, "t": "lease_reply", "granted": False, "holder": "other",
+           "expires_at": 1_700_000_010.5}  # fmt: skip
+    assert msgpack.unpackb(p.encode(plain)) == old  # capped=False is left out
+    assert p.decode(p.LeaseReply, msgpack.packb(old)) == plain  # absent: not capped
+    capped = p.encode(dataclasses.replace(plain, capped=True))
+    assert msgpack.unpackb(capped)["capped"] is True
+    with pytest.raises(BadMessage, match="capped"):
+        p.decode(p.LeaseReply, msgpack.packb({**old, "capped": 1}))
 
 
 def ids(m: object) -> str:

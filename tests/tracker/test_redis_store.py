@@ -244,6 +244,65 @@ async def test_piece_records_merge_alike_in_redis_and_memory(redis_store: RedisS
     assert memory.registry.records.conflicts == {d(1): 4, d(2): 1}
 
 
+def capped(holder: str, until: float) -> p.LeaseReply:
+    return p.LeaseReply(granted=False, holder=holder, expires_at=until, capped=True)
+
+
+def granted(peer: str, until: float) -> p.LeaseReply:
+    return p.LeaseReply(granted=True, holder=peer, expires_at=until)
+
+
+def blob_lease(peer: str, n: int, index: int, ttl: float) -> p.LeaseRequest:
+    return p.LeaseRequest(digest=d(n), piece_index=index, peer_id=peer, session=S, ttl=ttl)
+
+
+# At most 2 origin fetches of one blob in flight: (operation, what both stores answer).
+CAP_SCENARIO: list[tuple[Op, Any]] = [
+    (lambda s: s.lease(blob_lease("a", 1, 0, 10), T0), granted("a", T0 + 10)),
+    (lambda s: s.lease(blob_lease("b", 1, 1, 5), T0 + 1), granted("b", T0 + 6)),
+    # the cap: named after the lease that ends first (b's), whoever asks for what
+    (lambda s: s.lease(blob_lease("c", 1, 2, 10), T0 + 2), capped("b", T0 + 6)),
+    (lambda s: s.lease(blob_lease("a", 1, 2, 10), T0 + 2), capped("b", T0 + 6)),
+    # a piece leased to someone else is refused as held, not capped
+    (
+        lambda s: s.lease(blob_lease("c", 1, 0, 10), T0 + 2),
+        p.LeaseReply(granted=False, holder="a", expires_at=T0 + 10),
+    ),
+    (lambda s: s.lease(blob_lease("c", 2, 0, 10), T0 + 2), granted("c", T0 + 12)),  # other blob
+    (lambda s: s.lease(blob_lease("a", 1, 0, 10), T0 + 3), granted("a", T0 + 13)),  # renewal
+    (lambda s: s.lease(blob_lease("b", 1, 1, 0), T0 + 4), granted("b", T0 + 4)),  # release
+    (lambda s: s.lease(blob_lease("c", 1, 2, 10), T0 + 4), granted("c", T0 + 14)),  # room
+    (lambda s: s.lease(blob_lease("b", 1, 3, 10), T0 + 5), capped("a", T0 + 13)),
+    (lambda s: s.lease(blob_lease("b", 1, 3, 10), T0 + 13), granted("b", T0 + 23)),  # a's ran out
+    # a's lease expired and renewing it is a new lease: capped now
+    (lambda s: s.lease(blob_lease("a", 1, 0, 10), T0 + 13.5), capped("c", T0 + 14)),
+    # c records piece 2's hash: its fetch is done, a slot frees, the piece stays c's
+    (lambda s: s.put_pieces(partial(1, {2: 7}, peer="c")), None),
+    (lambda s: s.lease(blob_lease("a", 1, 0, 10), T0 + 13.5), granted("a", T0 + 23.5)),
+    (
+        lambda s: s.lease(blob_lease("a", 1, 2, 10), T0 + 13.5),
+        p.LeaseReply(granted=False, holder="c", expires_at=T0 + 14),
+    ),
+    (lambda s: s.put_pieces(partial(1, {3: 7}, peer="a")), None),  # not a's lease: no change
+    (lambda s: s.lease(blob_lease("d", 1, 4, 10), T0 + 13.5), capped("b", T0 + 23)),
+    (lambda s: s.stats(T0 + 13.5), None),
+]
+
+
+async def test_origin_fetch_cap_alike_in_redis_and_memory(redis_url: str) -> None:
+    policy = Policy(max_origin_fetches=2)
+    redis_store = RedisStore.from_url(redis_url, policy, prefix=f"t{uuid.uuid4().hex[:8]}:")
+    memory = MemoryStore(policy)
+    try:
+        for step, (op, expected) in enumerate(CAP_SCENARIO):
+            m, r = await op(memory), await op(redis_store)
+            assert m == r, f"step {step}: memory {m!r} != redis {r!r}"
+            if expected is not None:
+                assert m == expected, f"step {step}: {m!r}"
+    finally:
+        await redis_store.aclose()
+
+
 async def test_piece_records_cost_the_same_partial_and_filling_refreshes_them(
     redis_url: str,
 ) -> None:

@@ -465,6 +465,48 @@ def test_lease_cap_sweeps_expired_then_refuses() -> None:
     assert records.lease_count == 2
 
 
+def test_origin_fetches_of_a_blob_are_capped_cluster_wide() -> None:
+    records = Records(Policy(max_origin_fetches=3))
+    for i, peer in enumerate("abc"):
+        assert records.lease(lease(peer, 10 + i, index=i), T0).granted
+    assert records.lease(lease("d", 10, index=3), T0 + 1) == p.LeaseReply(
+        granted=False, holder="a", expires_at=T0 + 10, capped=True
+    )
+    assert records.lease(lease("d", 10, index=0, digest=d(2)), T0 + 1).granted  # per blob
+    assert records.lease(lease("b", 10, index=1), T0 + 2).expires_at == T0 + 12  # renewal
+    assert records.lease(lease("c", 0, index=2), T0 + 3).granted  # released: room for one
+    assert records.lease(lease("d", 10, index=3), T0 + 3).granted
+    assert records.lease(lease("e", 10, index=4), T0 + 4).capped
+    assert records.lease(lease("e", 10, index=4), T0 + 10).granted  # a's ran out
+    records.sweep(T0 + 100)
+    assert records.lease_count == 0
+    assert records._blob_leases == {}
+
+
+def test_a_recorded_hash_ends_the_fetch_but_not_the_guard() -> None:
+    records = Records(Policy(max_origin_fetches=2))
+    assert records.lease(lease("a", 10, index=0), T0).granted
+    assert records.lease(lease("b", 10, index=1), T0).granted
+    assert records.lease(lease("c", 10, index=2), T0).capped
+
+    def hashes(peer: str, known: set[int]) -> p.PieceHashes:
+        filled = tuple(b"\x01" * 32 if i in known else b"" for i in range(4))
+        return p.PieceHashes(digest=d(1), size=4 << 14, piece_size=1 << 14, hashes=filled,
+                             peer_id=peer)  # fmt: skip
+
+    records.put_pieces(hashes("c", {0, 1}))  # not c's leases: nothing changes
+    assert records.lease(lease("c", 10, index=2), T0 + 1).capped
+    records.put_pieces(hashes("a", {0}))  # a's fetch of piece 0 is done
+    assert records.lease(lease("c", 10, index=2), T0 + 1).granted  # a slot is free
+    held = records.lease(lease("c", 10, index=0), T0 + 1)  # but piece 0 is still a's
+    assert (held.granted, held.holder, held.capped) == (False, "a", False)
+
+
+def test_origin_fetch_cap_zero_means_no_cap() -> None:
+    records = Records(Policy(max_origin_fetches=0))
+    assert all(records.lease(lease("a", 10, index=i), T0).granted for i in range(100))
+
+
 def test_registry_lease_checks_the_session(reg: Registry) -> None:
     reg.announce(announce("a", (1,)), T0)
     with pytest.raises(PeerConflict):
