@@ -11,10 +11,12 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import httpx
 import pytest
 
 from tracker import protocol as p
 from tracker.activity import ErrorEvent
+from tracker.app import TrackerApp
 from tracker.errors import TrackerError
 from tracker.model import Policy, TransferView
 from tracker.redis_store import RedisStore
@@ -156,3 +158,29 @@ def test_scenario_announces_are_wire_valid() -> None:
     assert dataclasses.replace(msg, errors=()) == p.decode(
         p.Announce, p.encode(dataclasses.replace(msg, errors=()))
     )
+
+
+async def test_status_page_from_redis(redis_store: RedisStore) -> None:
+    """The whole page is gathered from the Redis store as from memory (same HTML)."""
+    now = T0 + 30
+
+    async def page(store: Store) -> str:
+        app = TrackerApp(store, clock=lambda: now)
+        await store.announce(announce("a", ((1, 10),), held=(2,), errors=("e1",)), T0)
+        await store.announce(announce("b", held=(2,), origin=50), T0 + 1)
+        await store.put_tag(tag(1, 2, T0))  # held by a and b: synced
+        await store.put_tag(tag(2, 9, T0))  # nobody holds d(9)
+        await store.sample_traffic(T0 + 2, interval=10.0)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            response = await client.get("/")
+        assert response.status_code == 200
+        return response.text
+
+    memory = await page(MemoryStore(Policy(), rng=random.Random(0)))
+    redis = await page(redis_store)
+    assert redis == memory
+    for text in ("<td>a, b</td>", "downloading: a", '<progress value="10" max="1000"',
+                 "docker.io/library/r2:1", "<td>e1</td>", 'data-series="origin"'):  # fmt: skip
+        assert text in redis, text
+    assert "docker.io/library/r1:1" not in redis
