@@ -34,7 +34,20 @@ BENCHMARKS: list[tuple[str, list[str], list[str]]] = [
         ["--nodes", "8", "--size-mib", "256", "--runs", "3", "--mode", "both"],
         ["--nodes", "4", "--size-mib", "64", "--runs", "1", "--mode", "flash"],
     ),
-    ("simulate", [], []),
+    (
+        "simulate",  # --reuse: results of earlier runs of the same scenarios, from /tmp/shoal-sim
+        ["--suite", "--reuse", "--write"],
+        [
+            "--suite",
+            "--write",
+            "--nodes",
+            "100",
+            "--size-gib",
+            "0.25",
+            "--cache",
+            "/tmp/shoal-sim-quick",
+        ],
+    ),
 ]
 
 

@@ -15,6 +15,7 @@ import argparse
 import dataclasses
 import json
 import math
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -25,7 +26,16 @@ import numpy as np
 from bench.report import write_section
 from bench.sim import costs as sim_costs
 from bench.sim import report
-from bench.sim.model import Config, Result, Simulation, lower_bound
+from bench.sim.model import (
+    BEFORE,
+    BEFORE_COMMIT,
+    SHIPPED,
+    VERSIONS,
+    Config,
+    Result,
+    Simulation,
+    lower_bound,
+)
 from bench.sim.report import changes, describe
 
 ROOT: Final = Path(__file__).resolve().parents[1]
@@ -34,16 +44,8 @@ MBIT: Final = 1e6 / 8
 # bench/swarm.py shapes uplinks with tbf at MTU 9000: 66 header bytes per 8948 of payload
 TBF_PAYLOAD: Final = (9000 - 52) / (9000 + 14)
 
-#: What we recommend (see docs/benchmarks.md): each knob is a code change, not a flag.
-RECOMMENDED: Final[dict[str, Any]] = {
-    "max_links": 10,
-    "max_links_in": 20,
-    "seeders_accept_all": True,
-    "lease_cap": 16,
-    "early_lookup": True,
-    "piece_round_down": True,
-    "scheduler": {"per_peer": 1, "origin_slots": 2},
-}
+#: Every shipped change (``--recommended``): see ``bench.sim.model.VERSIONS``.
+RECOMMENDED: Final = SHIPPED
 
 
 def parse_sched(items: list[str]) -> dict[str, Any]:
@@ -173,11 +175,27 @@ def run(cfg: Config, *, cache: Path | None = None, key: str = "", reuse: bool = 
     return result
 
 
-def validation_configs(nodes: int, size_mib: float, up_mbit: float) -> list[tuple[str, Config]]:
+def measured_version(commit: str | None) -> str:
+    """``before`` if ``commit`` (a swarm section's code) is 054b7a7 or older, else ``shipped``."""
+    if commit is None:
+        return "shipped"
+    older = subprocess.run(
+        ["git", "merge-base", "--is-ancestor", commit, BEFORE_COMMIT],
+        cwd=ROOT, capture_output=True, check=False,
+    )  # fmt: skip
+    return "before" if older.returncode == 0 else "shipped"
+
+
+def validation_configs(
+    nodes: int, size_mib: float, up_mbit: float, version: str = "before"
+) -> list[tuple[str, Config]]:
     """bench/swarm.py's runs: every uplink U (tbf, MTU 9000), downlinks unshaped."""
     u = up_mbit * MBIT * TBF_PAYLOAD
     size = int(size_mib * (1 << 20))
-    base = Config(nodes=nodes, size=size, up=u, down=math.inf, origin_up=u, origin_rtt=0.002)
+    knobs = VERSIONS[version][1]
+    base = Config(
+        nodes=nodes, size=size, up=u, down=math.inf, origin_up=u, origin_rtt=0.002, **knobs
+    )  # fmt: skip
     return [
         ("plain server", dataclasses.replace(base, mode="server")),
         ("flash crowd", base),
@@ -197,8 +215,9 @@ def validation_runs(
     out: dict[str, list[tuple[str, Result]]] = {}
     for name in names:
         setup = report.swarm_setup(doc, name) or (8, 256.0, 160.0)
+        version = measured_version(report.swarm_code(doc, name))
         out[name] = []
-        for label, cfg in validation_configs(*setup):
+        for label, cfg in validation_configs(*setup, version):
             cfg = dataclasses.replace(cfg, seed=seed, replan=replan, dt=dt)
             print(f"{name}, {label}:")
             key = f"v-{name}-{label.split()[0]}"
@@ -224,8 +243,8 @@ def validate(args: argparse.Namespace) -> None:
         )
 
 
-def suite(args: argparse.Namespace) -> None:
-    """Every scenario of the docs section; results cached in ``--cache`` (``--reuse``)."""
+def plan_of(args: argparse.Namespace) -> list[tuple[str, str, Config]]:
+    """The suite's scenarios: (cache key, label, config)."""
     n = args.nodes
     size = int(args.size_gib * (1 << 30)) if args.size_gib else 1 << 30
     u = 1000 * MBIT
@@ -233,102 +252,120 @@ def suite(args: argparse.Namespace) -> None:
         nodes=n, size=size, up=u, down=u, origin_up=u, replan=args.replan, seed=args.seed,
         max_wall=args.max_wall, max_time=args.max_time,
     )  # fmt: skip
-    rec = dataclasses.replace(base, **RECOMMENDED)
-    small = dataclasses.replace(rec, nodes=200)
-    plan: list[tuple[str, str, Config]] = [
-        ("shipped", "flash crowd", base),
-        ("recommended", "flash crowd", rec),
-        ("slow", "flash crowd, 10% slow nodes (×0.1)", dataclasses.replace(rec, slow_fraction=0.1)),
+    before = dataclasses.replace(base, **BEFORE)
+    shipped = dataclasses.replace(base, **SHIPPED)
+    m = max(2, n // 5)  # the sensitivity and ablation rows: 200 of 1,000 nodes
+    small = dataclasses.replace(shipped, nodes=m)
+    # rolling at 200 nodes: the same arrival rate as 1,000 over 60 s
+    roll = dataclasses.replace(small, arrival="rolling", spread=60.0 * m / 1000)
+    undo = [  # (key, label, the shipped value of each knob put back as before)
+        ("a-lease", "no origin-fetch cap (leases as before)", {"lease_cap": None}),
+        (
+            "a-links",
+            "links uncapped (as before)",
+            {"max_links": None, "max_links_in": None, "seeders_accept_all": False},
+        ),
+        (
+            "a-pp4",
+            "per_peer 4 (as before)",
+            {"scheduler": drop(small, "per_peer") | {"per_peer": 4}},
+        ),
+        ("a-lookup", "first lookup before our announce (as before)", {"early_lookup": False}),
+        ("a-piece", "pieces rounded up (as before)", {"piece_round_down": False}),
+    ]
+    return [
+        ("before", "flash crowd", before),
+        ("shipped", "flash crowd", shipped),
+        ("slow", "flash crowd, 10% slow nodes (×0.1)", dataclasses.replace(shipped, slow_fraction=0.1)),
         (
             "slow-fix",
             "flash crowd, 10% slow nodes, which leave the origin to others",
-            dataclasses.replace(rec, slow_fraction=0.1, origin_min_down=0.5 * u),
+            dataclasses.replace(shipped, slow_fraction=0.1, origin_min_down=0.5 * u),
         ),
         (
             "rolling",
             "rolling, arrivals over 60 s",
-            dataclasses.replace(rec, arrival="rolling", spread=60.0),
+            dataclasses.replace(shipped, arrival="rolling", spread=60.0),
         ),
         (
             "leave",
             "flash crowd, 10% leave mid-transfer",
-            dataclasses.replace(rec, leave_fraction=0.1),
-        ),
-        ("fast-origin", "flash crowd, u_s = 10 Gbit/s", dataclasses.replace(rec, origin_up=10 * u)),
-        ("s-base", "200 nodes (reference)", small),
-        ("s-dt", "200 nodes, dt / 2", dataclasses.replace(small, dt=small.step() / 2)),
-        ("s-replan", "200 nodes, re-plan every step", dataclasses.replace(small, replan=0.0)),
-        ("s-exact", "200 nodes, exact max-min", dataclasses.replace(small, tol=0.0)),
-        ("s-seed", "200 nodes, seed 2", dataclasses.replace(small, seed=2)),
-        ("a-lease", "200 nodes, shipped leases", dataclasses.replace(small, lease_cap=None)),
-        ("a-links20", "200 nodes, 20 links", dataclasses.replace(small, max_links=20)),
-        (
-            "a-pp4",
-            "200 nodes, per_peer 4",
-            dataclasses.replace(small, scheduler=drop(small, "per_peer")),
+            dataclasses.replace(shipped, leave_fraction=0.1),
         ),
         (
-            "a-os6",
-            "200 nodes, shipped origin_slots",
-            dataclasses.replace(small, scheduler=drop(small, "origin_slots")),
+            "fast-origin",
+            "flash crowd, u_s = 10 Gbit/s",
+            dataclasses.replace(shipped, origin_up=10 * u),
         ),
+        ("s-base", f"{m} nodes, flash crowd", small),
+        ("s-before", f"{m} nodes, flash crowd", dataclasses.replace(before, nodes=200)),
+        *[(key, f"{m} nodes, {label}", dataclasses.replace(small, **kw)) for key, label, kw in undo],
+        ("r-base", f"{m} nodes, rolling over {roll.spread:g} s", roll),
         (
-            "a-lookup",
-            "200 nodes, lookup before announce",
-            dataclasses.replace(small, early_lookup=False),
+            "r-in10",
+            f"{m} nodes, rolling over {roll.spread:g} s, a node accepts no more links than it dials",
+            dataclasses.replace(roll, max_links_in=None, seeders_accept_all=False),
         ),
-        (
-            "a-piece",
-            "200 nodes, shipped piece size",
-            dataclasses.replace(small, piece_round_down=False),
+        ("s-dt", f"{m} nodes, dt / 2", dataclasses.replace(small, dt=small.step() / 2)),
+        ("s-replan", f"{m} nodes, re-plan every step", dataclasses.replace(small, replan=0.0)),
+        ("s-exact", f"{m} nodes, exact max-min", dataclasses.replace(small, tol=0.0)),
+        ("s-seed", f"{m} nodes, seed 2", dataclasses.replace(small, seed=2)),
+        *(
+            [("kraken", "5,000 × 500 MB (Kraken's simulation size)",
+              dataclasses.replace(shipped, nodes=5000, size=500 * 10**6))]
+            if args.kraken else []
         ),
-    ]
-    if args.kraken:
-        kraken = dataclasses.replace(rec, nodes=5000, size=500 * 10**6)
-        plan.append(("kraken", "5,000 × 500 MB (Kraken's simulation size)", kraken))
+    ]  # fmt: skip
+
+
+def suite(args: argparse.Namespace, argv: list[str]) -> None:
+    """Every scenario of the docs section; results cached in ``--cache`` (``--reuse``)."""
+    plan = plan_of(args)
     if args.only:
         plan = [p for p in plan if p[0] in args.only]
     results: dict[str, tuple[str, Result]] = {}
     for key, label, cfg in plan:
+        if args.write and args.cached_only:
+            path = args.cache / f"{key}.json"
+            if not path.exists():
+                print(f"== {key}: {label}: not run (no cached result), left out", flush=True)
+                continue
         print(f"== {key}: {label} ({changes(cfg)})", flush=True)
         results[key] = (label, run(cfg, cache=args.cache, key=key, reuse=args.reuse))
     validation = validation_runs(
         ROOT / "docs" / "benchmarks.md", None, seed=args.seed, cache=args.cache, reuse=args.reuse
     )
-    costs = sim_costs.table()
     if not args.write:
         return
+    costs = sim_costs.table()
     flash = [
-        (f"{key}: {changes(r.cfg)}", r)
+        (report.version_label(r.cfg), r)
         for key, (_, r) in results.items()
-        if key in ("shipped", "recommended")
+        if key in ("before", "shipped")
     ]
     if flash:
-        plot(flash, IMG / "sim-flash.png", report.describe(base))
+        plot(flash, IMG / "sim-flash.png", report.describe(flash[0][1].cfg))
     scen = [
         (label, r)
         for key, (label, r) in results.items()
-        if key in ("recommended", "slow", "slow-fix", "rolling", "leave", "fast-origin")
+        if key in ("shipped", "slow", "slow-fix", "rolling", "leave", "fast-origin")
     ]
     if scen:
         plot(
             scen,
             IMG / "sim-scenarios.png",
-            f"{report.describe(rec)}; {changes(rec)}",
+            f"{report.describe(scen[0][1].cfg)}; shipped",
             relative=False,
         )
-    body = report.body(results, validation, costs, ROOT / "docs" / "benchmarks.md")
-    write_section(
-        "simulator", "Swarm simulator: 1,000 nodes on the real scheduler", SUITE_COMMAND, body
-    )
+    left_out = [f"{key} ({label})" for key, label, _ in plan_of(args) if key not in results]
+    body = report.body(results, validation, costs, ROOT / "docs" / "benchmarks.md", left_out)
+    command = " ".join([".venv/bin/python -m bench.simulate", *argv])
+    write_section("simulator", "Swarm simulator: 1,000 nodes on the real scheduler", command, body)
     print(f"wrote the simulator section of docs/benchmarks.md and {IMG}/sim-*.png")
 
 
 def drop(cfg: Config, key: str) -> dict[str, Any]:
     return {k: v for k, v in cfg.scheduler.items() if k != key}
-
-
-SUITE_COMMAND: Final = ".venv/bin/python -m bench.simulate --suite --write"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -382,8 +419,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache", type=Path, default=Path("/tmp/shoal-sim"), help="suite results")
     parser.add_argument("--reuse", action="store_true", help="suite: reuse cached results")
     parser.add_argument(
+        "--cached-only", action="store_true", help="suite --write: leave out scenarios not cached"
+    )
+    parser.add_argument(
         "--write", action="store_true", help="suite: write plots and the docs section"
     )
+    argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
     if args.validate:
         validate(args)
@@ -393,7 +434,7 @@ def main(argv: list[str] | None = None) -> int:
             args.max_wall = 1800.0  # the shipped code's scheduler is slow at this scale
         if args.max_time == 3600.0:
             args.max_time = 120.0
-        suite(args)
+        suite(args, argv)
         return 0
     cfg = config_from(args)
     print(f"lower bound {lower_bound(cfg):.2f} s; step {cfg.step() * 1e3:.1f} ms", flush=True)

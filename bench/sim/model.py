@@ -66,7 +66,17 @@ from tracker import protocol as p
 from tracker.model import DEFAULT_ANNOUNCE_INTERVAL, Policy
 from tracker.registry import Registry
 
-__all__ = ["Config", "Result", "Simulation", "fetch_config", "lower_bound"]
+__all__ = [
+    "BEFORE",
+    "BEFORE_COMMIT",
+    "SHIPPED",
+    "VERSIONS",
+    "Config",
+    "Result",
+    "Simulation",
+    "fetch_config",
+    "lower_bound",
+]
 
 DIGEST = "sha256:" + "ab" * 32
 EPOCH = 1_700_000_000.0  # virtual t = 0 in the tracker's Unix seconds
@@ -117,19 +127,52 @@ class Config:
     tol: float = 0.01  # max-min allocation tolerance (bench.sim.network.maxmin)
 
     def piece_plan(self) -> PiecePlan:
+        """The pieces: both rules are spelled out here, whatever ``pieces.py`` ships."""
         if self.piece_size is not None:
             return PiecePlan(self.size, self.piece_size)
-        if self.piece_round_down:  # the power of two at or below size/500, not above
-            want = max(1, self.size // 500)
-            size = min(MAX_PIECE_SIZE, max(MIN_PIECE_SIZE, 1 << (want.bit_length() - 1)))
-            return PiecePlan(self.size, size)
-        return PiecePlan.for_size(self.size)
+        want = max(1, self.size // 500)
+        if self.piece_round_down:  # the power of two at or below size/500 (wire protocol 2)
+            size = 1 << (want.bit_length() - 1)
+        else:  # ... at or above it (wire protocol 1, the rule as of 054b7a7)
+            size = 1 << (-(-self.size // 500) - 1).bit_length()
+        return PiecePlan(self.size, min(MAX_PIECE_SIZE, max(MIN_PIECE_SIZE, size)))
 
     def step(self) -> float:
         if self.dt is not None:
             return self.dt
         fastest = max(r for r in (self.up, self.down, self.origin_up) if math.isfinite(r))
         return min(0.02, max(0.001, self.piece_plan().piece_size / fastest / 10))
+
+
+BEFORE_COMMIT = "054b7a7"
+
+#: The code before the simulator's changes (as of commit 054b7a7), pinned so that its
+#: rows do not follow later changes to the real defaults (per_peer, piece size).
+BEFORE: dict[str, Any] = {
+    "piece_round_down": False,
+    "scheduler": {"per_peer": 4, "origin_slots": 2},
+}
+
+#: The changes the simulator led to, as shipped (issue 8's goals are judged on these): a
+#: cap on the links of a blob (10 dialled, 20 accepted, seeders take everyone), the
+#: tracker's cap of origin fetches per blob (leases renewed while fetching, ended by the
+#: piece's hash, released on failure), the first lookup after our own announce, pieces of
+#: size/500 rounded down, and one request per peer.
+SHIPPED: dict[str, Any] = {
+    "max_links": 10,
+    "max_links_in": 20,
+    "seeders_accept_all": True,
+    "lease_cap": 16,
+    "early_lookup": True,
+    "piece_round_down": True,
+    "scheduler": {"per_peer": 1, "origin_slots": 2},
+}
+
+#: Label of each code version in docs/benchmarks.md (change them here only).
+VERSIONS: dict[str, tuple[str, dict[str, Any]]] = {
+    "before": (f"before (as of {BEFORE_COMMIT})", BEFORE),
+    "shipped": ("shipped", SHIPPED),
+}
 
 
 def fetch_config(seed: int, **overrides: Any) -> SchedulerConfig:
@@ -316,7 +359,11 @@ class Simulation:
         ]
         self.origin = n  # endpoint id of the origin
         self.net = Network([*ups.tolist(), cfg.origin_up], [*downs.tolist(), math.inf], tol=cfg.tol)
-        self.registry = Registry(Policy(), rng=random.Random(cfg.seed + 1))
+        # The tracker's own cap of origin fetches per blob (Policy.max_origin_fetches) when
+        # it has one; otherwise the model stands in for it (Simulation._capped).
+        self.tracker_caps = "max_origin_fetches" in {f.name for f in dataclasses.fields(Policy)}
+        cap = {"max_origin_fetches": cfg.lease_cap or 0} if self.tracker_caps else {}
+        self.registry = Registry(Policy(**cap), rng=random.Random(cfg.seed + 1))
         self.sched_cfg = dict(cfg.scheduler)
         self.endgame = fetch_config(0, **self.sched_cfg).endgame_pieces
         self.per_peer = fetch_config(0, **self.sched_cfg).per_peer
@@ -365,6 +412,7 @@ class Simulation:
                 "on_piece_ok",
                 "lookup",
                 "lease",
+                "put_pieces",
                 "announce",
                 "maxmin",
             )
@@ -590,8 +638,11 @@ class Simulation:
             reply = self._timed("lease", self.registry.lease, lease, EPOCH + t)
             if not reply.granted and reply.holder != node.name:
                 self.counters["lease_refused"] += 1
-                # the refusal arrives one tracker round trip (one step) later
-                self._push(t + self.dt, "refused", (req, reply.holder, reply.expires_at - EPOCH))
+                # a refusal for the blob's cap pauses the origin (expires None), one for the
+                # piece backs that piece off; it arrives one tracker round trip (one step) later
+                capped = getattr(reply, "capped", False)
+                expires = None if capped else reply.expires_at - EPOCH
+                self._push(t + self.dt, "refused", (req, reply.holder, expires))
                 return
             self.inflight_leases[req.piece] = (reply.expires_at - EPOCH, node.name)
             if cfg.lease_renew or cfg.lease_cap is not None:
@@ -599,8 +650,37 @@ class Simulation:
         req.start_at = t + cfg.origin_rtt
         self._push(req.start_at, "origin_start", req)
 
+    def _release(self, req: _Req, t: float) -> None:
+        """An origin fetch failed or was abandoned: hand its lease back (with ``lease_cap``).
+
+        Before the cap (``lease_cap`` None) a lease was neither renewed nor released.
+        """
+        if self.cfg.lease_cap is None:
+            return
+        node = self.nodes[req.node]
+        if self.inflight_leases.get(req.piece, (0.0, ""))[1] == node.name:
+            del self.inflight_leases[req.piece]
+        lease = p.LeaseRequest(
+            digest=DIGEST, piece_index=req.piece, peer_id=node.name, session=node.session, ttl=0.0
+        )
+        self._timed("lease", self.registry.lease, lease, EPOCH + t)
+
+    def _record_hash(self, node: _Node, index: int, t: float) -> None:
+        """The piece's hash goes to the tracker (which ends the fetch there: the lease no
+        longer counts against the blob's cap, but guards the piece until it expires)."""
+        self.hash_at[index] = min(self.hash_at[index], t)
+        self.inflight_leases.pop(index, None)
+        self.recorded.setdefault(index, node.id)
+        hashes = [b""] * self.n_pieces
+        hashes[index] = index.to_bytes(32, "big")
+        record = p.PieceHashes(
+            digest=DIGEST, size=self.cfg.size, piece_size=self.plan.piece_size,
+            hashes=tuple(hashes), peer_id=node.name,
+        )  # fmt: skip
+        self._timed("put_pieces", self.registry.records.put_pieces, record)
+
     def _capped(self, node: _Node, req: _Req, t: float) -> bool:
-        """What-if origin coordination at the tracker (see ``Config.lease_cap``)."""
+        """Origin coordination the tracker lacks (see ``Config.lease_cap``)."""
         recorder = self.recorded.get(req.piece)
         if (
             self.cfg.lease_refuse_recorded
@@ -612,6 +692,8 @@ class Simulation:
             holder = self.nodes[recorder].name
             self._push(t + self.dt, "refused", (req, holder, t + self.cfg.lease_ttl))
             return True
+        if self.tracker_caps:  # the real tracker counts and refuses
+            return False
         live = [v for v in self.inflight_leases.values() if v[0] > t]
         mine = self.inflight_leases.get(req.piece, (0.0, ""))[1] == node.name
         if len(live) >= self.cfg.lease_cap and not mine:  # type: ignore[operator]
@@ -643,11 +725,16 @@ class Simulation:
             self._link(node, self.nodes[holder_id], t, force=True)
         elif holder_id in node.known:  # Swarm.want_link (within max_links, if capped)
             self._link(node, self.nodes[holder_id], t)
-        if expires is None:  # what-if lease cap: back the origin off for every piece
-            assert node.bits is not None
-            for index in range(self.n_pieces):
-                if index not in node.bits and (ORIGIN, index) not in node.out:
-                    node.sched.on_busy(ORIGIN, index, t, self.cfg.origin_retry)
+        if expires is None:  # lease cap: back the origin off for every piece
+            pause = getattr(node.sched, "pause_origin", None)
+            if pause is not None:  # as BlobFetch does (fetch.ORIGIN_RETRY)
+                node.sched.on_busy(ORIGIN, req.piece, req.issued, self.cfg.origin_retry)
+                pause(req.issued, self.cfg.origin_retry)
+            else:
+                assert node.bits is not None
+                for index in range(self.n_pieces):
+                    if index not in node.bits and (ORIGIN, index) not in node.out:
+                        node.sched.on_busy(ORIGIN, index, t, self.cfg.origin_retry)
         else:
             wait = min(max(expires - t, 0.2), LEASE_TTL)
             node.sched.on_busy(ORIGIN, req.piece, req.issued, wait)
@@ -656,6 +743,7 @@ class Simulation:
     def _origin_start(self, req: _Req, t: float) -> None:
         node = self.nodes[req.node]
         if node.out.get((ORIGIN, req.piece)) is not req:
+            self._release(req, t)  # cancelled before its first byte
             return
         self.counters["origin_fetches"] += 1
         self.origin_fetched[req.piece] += 1
@@ -679,6 +767,7 @@ class Simulation:
         if isinstance(req.source, Origin):
             _, wasted = self.net.close(req.ch)
             self.origin_open -= 1
+            self._release(req, t)
         else:
             wasted = self.net.cancel(req.ch, req)
         req.ch = -1
@@ -703,15 +792,15 @@ class Simulation:
         req.ch = -1
         if node.out.get((req.source, index)) is not req:
             self.counters["wasted_bytes"] += length  # cancelled while in the same step
+            if isinstance(req.source, Origin):
+                self._release(req, t)
             return
         self._out_del(node, req)
         sched = node.sched
         assert sched is not None
         assert node.bits is not None
         if isinstance(req.source, Origin):
-            self.hash_at[index] = min(self.hash_at[index], t)
-            self.inflight_leases.pop(index, None)
-            self.recorded.setdefault(index, node.id)
+            self._record_hash(node, index, t)
             node.from_origin += length
             self.counters["pieces_from_origin"] += 1
         else:

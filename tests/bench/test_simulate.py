@@ -11,7 +11,7 @@ import pytest
 np = pytest.importorskip("numpy")
 
 from bench.sim import report  # noqa: E402
-from bench.sim.model import Config, Simulation, lower_bound  # noqa: E402
+from bench.sim.model import BEFORE, SHIPPED, Config, Simulation, lower_bound  # noqa: E402
 from bench.sim.network import Network, maxmin  # noqa: E402
 
 MIB = 1 << 20
@@ -147,3 +147,26 @@ def test_reads_the_real_swarm_figures_to_compare_with(tmp_path: Path) -> None:
     assert report.swarm_setup(doc) == (8, 256.0, 160.0)
     assert report.swarm_p50(doc) == {"flash": 15.2, "plain": 108.5, "rolling": 6.1}
     assert report.swarm_p50(tmp_path / "missing.md") == {}
+
+
+def test_rolling_arrivals_with_the_shipped_changes_finish_and_fetch_each_piece_about_once() -> None:
+    # late arrivals must find holders past the link caps (the cause of a rolling run at
+    # 1,000 nodes in which no node finished) and must not re-fetch what the swarm has
+    cfg = Config(
+        nodes=30, size=32 * MIB, up=40e6, down=40e6, origin_up=40e6, origin_rtt=0.002,
+        arrival="rolling", spread=4.0, max_time=60.0, **SHIPPED,
+    )  # fmt: skip
+    result = Simulation(cfg).run()
+    assert result.times.size == cfg.nodes
+    assert result.origin_bytes <= 1.2 * cfg.size
+    assert result.times.max() <= 3.0 * lower_bound(cfg)  # 18x with the inbound cap at 10
+
+
+def test_the_before_version_is_pinned_whatever_the_code_ships_now() -> None:
+    # 1 GiB: version 1 pieces (size / 500 rounded up) and per_peer 4, as of 054b7a7
+    before = Config(size=1 << 30, **BEFORE)
+    assert before.piece_plan().piece_size == 4 * MIB
+    assert Config(size=1 << 30, **SHIPPED).piece_plan().piece_size == 2 * MIB
+    assert report.version_label(before).startswith("before")
+    assert report.version_label(Config(**SHIPPED)) == "shipped"
+    assert report.version_label(Config(**{**SHIPPED, "lease_cap": None})).endswith("lease_cap=None")
