@@ -70,8 +70,9 @@ def traffic_chart(points: Sequence[TrafficPoint], fmt: Callable[[int], str]) -> 
         f'<text x="{left}" y="{HEIGHT - 6}">{html.escape(_ago(t1 - t0))}</text>'
         f'<text x="{left + width}" y="{HEIGHT - 6}" text-anchor="end">now</text>'
     )
-    legend = "".join(
-        f'<text x="{left + 8 + 110 * i}" y="{top + 12}" fill="{colour}">■ from {name}</text>'
+    legend = "".join(  # under the plot, between the time labels: never over a line
+        f'<text x="{left + width // 2 - 100 + 110 * i}" y="{HEIGHT - 6}" fill="{colour}">'
+        f"■ from {name}</text>"
         for i, (name, colour) in enumerate(SERIES)
     )
     return (

@@ -39,7 +39,7 @@ _STYLE: Final = (
     "table{border-collapse:collapse;margin-bottom:1.5rem}"
     "td,th{border:1px solid #ccc;padding:.2rem .6rem;text-align:left}"
     "th{background:#f3f3f3}td.n{text-align:right;font-variant-numeric:tabular-nums}"
-    ".muted{color:#777}"
+    ".muted{color:#777}.bad{color:#b00020;font-weight:600}"
 )
 
 
@@ -101,11 +101,13 @@ def _progress(t: TransferView, stall_after: float, now: float) -> tuple[object, 
         f'<progress value="{t.bytes_held}" max="{max(t.size, 1)}" '
         f'aria-label="{html.escape(t.peer_id)} {html.escape(pct)}"></progress> {pct}'
     )
+    state: object
     if t.last_progress is None:
         last, state = "unknown", ""
     else:
         last = _ago(now, t.last_progress)
-        state = "stalled" if now - t.last_progress >= stall_after else "moving"
+        stalled = now - t.last_progress >= stall_after
+        state = Html('<span class="bad">stalled</span>') if stalled else "moving"
     return (t.peer_id, _short(t.digest), human_bytes(t.bytes_held), human_bytes(t.size), bar,
             last, state)  # fmt: skip
 
