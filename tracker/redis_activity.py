@@ -23,7 +23,8 @@ import msgpack
 
 from tracker import protocol as p
 from tracker.activity import MAX_ERRORS, MAX_POINTS, ErrorEvent, TrafficPoint
-from tracker.model import TransferView
+from tracker.model import BlobDetail, HolderView, Policy, TransferView
+from tracker.redis_admin import Info, peer_rows
 
 #: Rewrite one peer's progress hash; ARGV: P, peer id, now, ttl, then digest, held pairs.
 PROGRESS: Final = """
@@ -135,3 +136,50 @@ def recent_tags(r: Any, prefix: str, limit: int) -> list[p.TagRecord]:
     if not keys:
         return []
     return [p.decode(p.TagRecord, raw) for raw in r.hmget(prefix + "tags", keys) if raw]
+
+
+def details(r: Any, prefix: str, policy: Policy, digests: Sequence[str]) -> dict[str, BlobDetail]:
+    """``redis_admin.blob`` for many digests in two pipelines (the status page's holders)."""
+    pipe = r.pipeline(transaction=False)
+    for digest in digests:
+        pipe.hget(prefix + "blobs", digest)
+        pipe.smembers(prefix + "c:" + digest)
+        pipe.hgetall(prefix + "i:" + digest)
+    rows = pipe.execute()
+    found = {}
+    for n, digest in enumerate(digests):
+        size, complete, partial = rows[3 * n : 3 * n + 3]
+        if size is not None:
+            found[digest] = (int(size), complete, partial)
+    ids = sorted({i for _, c, part in found.values() for i in (*c, *part)})
+    infos, seens, drains = peer_rows(r, prefix, policy, ids) if ids else ([], [], [])
+    live = {
+        i: (msgpack.unpackb(raw), seen, drain is not None)
+        for i, raw, seen, drain in zip(ids, infos, seens, drains, strict=True)
+        if raw is not None and seen is not None
+    }
+    out = {}
+    for digest, (size, complete, partial) in found.items():
+        holders = []
+        for peer_id in sorted(complete) + sorted(set(partial) - set(complete)):
+            if peer_id not in live:
+                continue
+            info, seen, draining = live[peer_id]
+            done = peer_id in complete
+            holders.append(_holder(peer_id, info, seen, draining, done, size, partial))
+        out[digest] = BlobDetail(digest=digest, size=size, holders=tuple(holders))
+    return out
+
+
+def _holder(
+    peer_id: bytes, i: Info, seen: float, draining: bool, done: bool, size: int, partial: Any
+) -> HolderView:
+    return HolderView(
+        peer_id=peer_id.decode(),
+        host=i[0],
+        port=i[1],
+        complete=done,
+        bytes_held=size if done else int(partial[peer_id]),
+        last_seen=seen,
+        draining=draining,
+    )

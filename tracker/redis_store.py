@@ -372,6 +372,12 @@ class RedisStore:
         """See :meth:`tracker.records.Records.recent_tags`."""
         return await self._run(redis_activity.recent_tags, self._r, self._p, limit)
 
+    async def details(self, digests: Sequence[str], now: float) -> dict[str, BlobDetail]:
+        """See :meth:`tracker.store.MemoryStore.details` (two pipelines for them all)."""
+        await self.sweep(now)
+        args = (self._r, self._p, self.policy, list(digests))
+        return await self._run(redis_activity.details, *args)
+
     async def sweep(self, now: float) -> int:
         """See :meth:`tracker.registry.Registry.sweep` (at most ``SWEEP_BATCH`` peers a call)."""
         deadline = repr(now - self.policy.peer_ttl)

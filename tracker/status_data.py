@@ -4,7 +4,7 @@
 :class:`StatusData`; ``tracker.status_page`` only turns that into HTML, so it can be
 tested with literals. Two things are derived here rather than stored:
 
-* **Where each blob is**: the holders of every listed blob (``Store.blob``).
+* **Where each blob is**: the holders of every listed blob (``Store.details``, one batch).
 * **Not-synced images**: of the most recent tag resolutions (a node resolved
   ``registry/repository:tag`` to a manifest digest against the origin), those whose
   manifest no live node holds whole. Nodes cache and announce the manifests they serve,
@@ -105,10 +105,9 @@ async def gather_page(store: Store, now: float, *, rows: int, errors: int, tags:
     stats = await store.stats(now)
     blobs = await store.blobs(now, offset=0, limit=rows)
     recent = await store.recent_tags(limit=tags)
-    details: dict[str, BlobDetail | None] = {}
-    for digest in [b.digest for b in blobs] + [t.digest for t in recent]:
-        if digest not in details:
-            details[digest] = await store.blob(digest, now)
+    wanted = list(dict.fromkeys([b.digest for b in blobs] + [t.digest for t in recent]))
+    found = await store.details(wanted, now)
+    details: dict[str, BlobDetail | None] = {d: found.get(d) for d in wanted}
     live = TrafficPoint(
         at=now, bytes_from_origin=stats.bytes_from_origin, bytes_from_peers=stats.bytes_from_peers
     )

@@ -61,6 +61,7 @@ class Store(Protocol):
     async def sample_traffic(self, now: float, *, interval: float) -> bool: ...
     async def traffic(self) -> list[TrafficPoint]: ...
     async def recent_tags(self, *, limit: int) -> list[p.TagRecord]: ...
+    async def details(self, digests: Sequence[str], now: float) -> dict[str, BlobDetail]: ...
     async def sweep(self, now: float) -> int: ...
     async def ping(self) -> None: ...
     async def aclose(self) -> None: ...
@@ -177,6 +178,15 @@ class MemoryStore:
     async def recent_tags(self, *, limit: int) -> list[p.TagRecord]:
         """See :meth:`Records.recent_tags`."""
         return self.registry.records.recent_tags(limit)
+
+    async def details(self, digests: Sequence[str], now: float) -> dict[str, BlobDetail]:
+        """:meth:`blob` of each of ``digests`` that some live peer holds, in one call."""
+        found = {}
+        for digest in digests:
+            detail = self.registry.blob(digest, now)
+            if detail is not None:
+                found[digest] = detail
+        return found
 
     async def sweep(self, now: float) -> int:
         """See :meth:`Registry.sweep`; expired progress entries go too."""

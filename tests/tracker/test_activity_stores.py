@@ -88,6 +88,10 @@ SCENARIO: list[Op] = [
     lambda s: s.recent_tags(limit=1),
     lambda s: s.forget(d(8)),
     lambda s: s.recent_tags(limit=10),
+    lambda s: s.announce(announce("c", ((1, 7),), held=(3, 2)), T0 + 30),
+    lambda s: s.details([d(1), d(9), d(2), d(3), d(1)], T0 + 31),
+    lambda s: s.ban("b", T0 + 31),
+    lambda s: s.details([d(1), d(3)], T0 + 32),
 ]
 
 
@@ -149,6 +153,27 @@ async def test_memory_and_redis_agree_on_the_dashboard_data(redis_store: RedisSt
     assert memory[23][0] == tag(1, 9, T0 + 2)
     assert memory[24] == memory[23][:1]
     assert memory[26] == [tag(1, 9, T0 + 2)]  # forgetting a digest forgets its tags
+    # details() is blob() for many digests at once (absent: nobody holds it)
+    details = memory[28]
+    assert sorted(details) == [d(1), d(2), d(3)]
+    assert [(h.peer_id, h.complete) for h in details[d(1)].holders] == [
+        ("b", False), ("c", False),
+    ]  # fmt: skip
+    assert [(h.peer_id, h.complete) for h in details[d(3)].holders] == [
+        ("b", True), ("c", True),
+    ]  # fmt: skip
+    assert [h.peer_id for h in memory[30][d(3)].holders] == ["c"]  # b was banned
+
+
+async def test_details_is_blob_for_each_digest(redis_store: RedisStore) -> None:
+    for store in (MemoryStore(Policy()), redis_store):
+        await store.announce(announce("a", ((1, 10),), held=(2,)), T0)
+        await store.announce(announce("b", ((2, 5),), held=(1,)), T0 + 1)
+        digests = [d(1), d(2), d(3)]
+        details = await store.details(digests, T0 + 2)
+        expected = {x: y for x in digests if (y := await store.blob(x, T0 + 2)) is not None}
+        assert details == expected
+        assert sorted(details) == [d(1), d(2)]
 
 
 def test_scenario_announces_are_wire_valid() -> None:
