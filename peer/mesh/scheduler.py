@@ -9,9 +9,14 @@ requests, and cancels the ``Assignment`` values the ``on_*`` calls hand back. Ev
 decision is recorded as in flight when it is returned. Sources are opaque hashable peer
 keys plus :data:`ORIGIN`, a pseudo-peer meaning "fetch this piece from the origin
 registry" (the shell arbitrates that through a tracker lease and reports a refused lease
-as ``on_busy(ORIGIN, i, now, retry_after)``).
+as ``on_busy(ORIGIN, i, now, retry_after)``, or as ``pause_origin(now, retry_after)`` when
+the tracker refused because the cluster already has as many origin fetches of the blob in
+flight as it allows: then no piece goes to the origin until the pause ends).
 
-Each call to ``next_requests`` fills free request slots in this order:
+A peer has ``per_peer`` request slots (one while it is marked slow); while fewer peers
+can be asked than ``min_inflight / per_peer``, each gets ``ceil(min_inflight / peers)``,
+so that a node with one or two peers still keeps a few requests in flight. Each call to
+``next_requests`` fills free request slots in this order:
 
 1. **Hedges.** A request older than ``hedge_factor`` times its expected duration (the
    peer's measured throughput, with the requests queued ahead of it) gets a second
@@ -73,6 +78,9 @@ class SchedulerConfig:
     """Tuning knobs; the defaults follow Kraken and Dragonfly where they agree."""
 
     per_peer: int = 4  # outstanding requests per peer (Kraken pipeline_limit is 3)
+    # ... raised to ceil(min_inflight / peers) when fewer peers than that can be asked, so
+    # that a lone pair still pipelines (0: per_peer is the cap whatever the peer count)
+    min_inflight: int = 0
     window: int = 4  # pieces ahead of the read position fetched first
     endgame_pieces: int = 4  # missing pieces at which endgame starts
     max_sources: int = 2  # concurrent requests for one piece (hedge or endgame)
@@ -132,6 +140,7 @@ class PieceScheduler(Generic[P]):
         self._deadlines: list[tuple[float, int, int, P]] = []  # hedge heap, lazy deletion
         self._hedge: set[int] = set()
         self._origin_not_before: dict[int, float] = {}
+        self._origin_paused_until = -math.inf
         self._origin_busy = 0
         self._peers: dict[P, _Peer] = {}
         self._banned: set[P] = set()
@@ -263,6 +272,10 @@ class PieceScheduler(Generic[P]):
         elif (state := self._peers.get(source)) is not None:
             state.backoff_until = now + retry_after
 
+    def pause_origin(self, now: float, retry_after: float) -> None:
+        """Ask the origin for no piece before ``now + retry_after`` (requests in flight stay)."""
+        self._origin_paused_until = max(self._origin_paused_until, now + retry_after)
+
     def on_timeout(self, source: P | Origin, index: int, now: float) -> None:
         """The shell gave up on this request (and cancelled it): penalise the peer."""
         self._release(source, index)
@@ -309,7 +322,7 @@ class PieceScheduler(Generic[P]):
                 break
             for index in self._pool.rarest(state.pieces, slots[peer]):
                 assign(peer, index)
-        if cfg.origin:  # 4. pieces nobody has
+        if cfg.origin and now >= self._origin_paused_until:  # 4. pieces nobody has
             room = cfg.origin_slots - self._origin_busy
             picks: list[int] = []
             for index in self._pool.unheld():
@@ -337,10 +350,16 @@ class PieceScheduler(Generic[P]):
         """Peers that hold something we lack and may be asked now, fastest first."""
         free: list[tuple[P, _Peer]] = []
         slots: dict[P, int] = {}
-        for peer, state in self._peers.items():
-            if not state.useful or now < state.backoff_until:
-                continue
-            cap = 1 if now < state.slow_until else self._cfg.per_peer
+        askable = [
+            (peer, state)
+            for peer, state in self._peers.items()
+            if state.useful and now >= state.backoff_until
+        ]
+        per_peer = self._cfg.per_peer
+        if askable and self._cfg.min_inflight > per_peer * len(askable):  # few peers: pipeline
+            per_peer = -(-self._cfg.min_inflight // len(askable))
+        for peer, state in askable:
+            cap = 1 if now < state.slow_until else per_peer
             if cap > len(state.inflight):
                 free.append((peer, state))
                 slots[peer] = cap - len(state.inflight)
@@ -367,6 +386,7 @@ class PieceScheduler(Generic[P]):
         return (
             self._cfg.origin
             and self._origin_busy < self._cfg.origin_slots
+            and now >= self._origin_paused_until
             and self._origin_not_before.get(index, -math.inf) <= now
             and ORIGIN not in self._inflight.get(index, {})
         )

@@ -188,6 +188,62 @@ def test_origin_lease_refused_backs_off_that_piece() -> None:
     assert s.next_requests(4.9) == [Assignment("leaseholder", 0)]
 
 
+def test_origin_paused_for_every_piece_when_the_cluster_cap_is_full() -> None:
+    s = make(pieces=4, origin=True, origin_slots=2, window=1, endgame_pieces=0)
+    first = s.next_requests(0.0)
+    assert first[0] == Assignment(ORIGIN, 0)  # the window piece
+    (_, refused), rest = first[1], {1, 2, 3} - {first[1].piece}
+    s.on_busy(ORIGIN, refused, 0.0, retry_after=0.25)
+    s.pause_origin(0.0, 0.25)  # the tracker: K origin fetches of this blob in flight
+    s.pause_origin(0.0, 0.1)  # a shorter pause never shortens the one running
+    assert s.next_requests(0.2) == []  # no piece at all, window or not
+    s.on_piece_ok(ORIGIN, 0, 0.2)  # a fetch already granted still completes
+    s.set_read_position(1)
+    peer_piece = min(rest)
+    s.on_bitfield("a", bits(4, [peer_piece]))
+    assert s.next_requests(0.2) == [Assignment("a", peer_piece)]  # peers are not paused
+    got = s.next_requests(0.25)
+    assert sorted(got) == [Assignment(ORIGIN, i) for i in sorted({1, 2, 3} - {peer_piece})]
+
+
+def test_paused_origin_takes_no_hedge() -> None:
+    s = make(pieces=1, origin=True, per_peer=1, hedge_min=0.5, endgame_pieces=0)
+    s.on_bitfield("a", bits(1, [0]))
+    assert s.next_requests(0.0) == [Assignment("a", 0)]
+    s.pause_origin(0.0, 2.0)
+    assert s.next_requests(1.0) == []  # late at a, but the origin is paused
+    assert s.next_requests(2.0) == [Assignment(ORIGIN, 0)]
+
+
+@pytest.mark.parametrize(
+    ("peers", "caps"),
+    [(1, [4]), (2, [2, 2]), (3, [2, 2, 2]), (4, [1, 1, 1, 1]), (6, [1] * 6)],
+)
+def test_few_peers_share_min_inflight(peers: int, caps: list[int]) -> None:
+    s = make(pieces=40, per_peer=1, min_inflight=4, endgame_pieces=0)
+    for i in range(peers):
+        s.on_bitfield(f"p{i}", bits(40, range(40)))
+    got = by_peer(s.next_requests(0.0))
+    assert sorted(len(v) for v in got.values()) == caps
+
+
+def test_min_inflight_counts_only_peers_we_may_ask() -> None:
+    s = make(pieces=40, per_peer=1, min_inflight=4, endgame_pieces=0)
+    s.on_bitfield("a", bits(40, range(40)))
+    s.on_bitfield("b", bits(40, range(40)))
+    s.on_busy("b", 0, 0.0, retry_after=5.0)  # b is backing off: a is our only peer
+    got = by_peer(s.next_requests(0.0))
+    assert list(got) == ["a"]
+    assert len(got["a"]) == 4
+    s.on_bitfield("c", bits(40, range(40)))
+    got = by_peer(s.next_requests(0.0))  # two peers now: 2 each, a already has 4
+    assert list(got) == ["c"]
+    assert len(got["c"]) == 2
+    for index in got["c"]:
+        s.on_timeout("c", index, 0.1)  # c is slow now: one slot, whatever the count
+    assert [a.source for a in s.next_requests(0.2)] == ["c"]
+
+
 def test_origin_disabled_means_waiting() -> None:
     s = make(pieces=3, origin=False)
     assert s.next_requests(0.0) == []
