@@ -288,6 +288,11 @@ def plan_of(args: argparse.Namespace) -> list[tuple[str, str, Config]]:
             dataclasses.replace(shipped, arrival="rolling", spread=60.0),
         ),
         (
+            "rolling-fix",
+            "rolling, arrivals over 60 s, no lease for a piece a complete node holds",
+            dataclasses.replace(shipped, arrival="rolling", spread=60.0, lease_refuse_held=True),
+        ),
+        (
             "leave",
             "flash crowd, 10% leave mid-transfer",
             dataclasses.replace(shipped, leave_fraction=0.1),
@@ -305,6 +310,16 @@ def plan_of(args: argparse.Namespace) -> list[tuple[str, str, Config]]:
             "r-in10",
             f"{m} nodes, rolling over {roll.spread:g} s, a node accepts no more links than it dials",
             dataclasses.replace(roll, max_links_in=None, seeders_accept_all=False),
+        ),
+        (
+            "r-fix",
+            f"{m} nodes, rolling over {roll.spread:g} s, no lease for a piece a complete node holds",
+            dataclasses.replace(roll, lease_refuse_held=True),
+        ),
+        (
+            "r-wait",
+            f"{m} nodes, rolling over {roll.spread:g} s, no request before the first lookup",
+            dataclasses.replace(roll, wait_first_lookup=True),
         ),
         ("s-dt", f"{m} nodes, dt / 2", dataclasses.replace(small, dt=small.step() / 2)),
         ("s-replan", f"{m} nodes, re-plan every step", dataclasses.replace(small, replan=0.0)),

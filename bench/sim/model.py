@@ -115,7 +115,13 @@ class Config:
     # that node with its address and the asker links to it, past the link caps
     lease_refuse_recorded: bool = False
     origin_retry: float = 0.25
+    # Tracker: no lease for a piece whose hash is recorded while a live node holds the whole
+    # blob; the refusal is ``capped``-like (pause the origin) and names one such holder
+    lease_refuse_held: bool = False
     early_lookup: bool = False  # Swarm: first lookup after our own announce, not before
+    # BlobFetch: request nothing (the origin included) before the first lookup has linked
+    # us to holders (shipped: the first next_requests runs before any lookup answers)
+    wait_first_lookup: bool = False
     inflight_cap: int | None = None  # BlobFetch: at most this many requests in flight
     piece_size: int | None = None  # pieces.piece_size_for: this size
     piece_round_down: bool = False  # pieces.piece_size_for: round size/500 down, not up
@@ -239,6 +245,7 @@ class _Node:
         "out",
         "per_src",
         "periodic_at",
+        "ready",
         "sched",
         "session",
         "up",
@@ -269,6 +276,7 @@ class _Node:
         self.periodic_at = math.inf
         self.from_origin = 0
         self.from_peers = 0
+        self.ready = True  # may plan requests (see Config.wait_first_lookup)
 
 
 @dataclass
@@ -402,6 +410,7 @@ class Simulation:
             0,
         )
         self.origin_fetched = [0] * self.n_pieces
+        self.seeders: list[int] = []  # nodes that completed (they never leave)
         self.origin_open = 0
         self.costs: dict[str, list[float]] = {
             k: [0, 0.0]
@@ -527,6 +536,7 @@ class Simulation:
         if node.id in self.leavers:
             self._push(t + self.rng.uniform(0.2, 1.0) * lower_bound(self.cfg), "leave", node.id)
         if self.cfg.mode == "mesh":
+            node.ready = not self.cfg.wait_first_lookup
             self._lookup(node, t, MAX_LINKS_PER_BLOB)  # Swarm.blob_size: addresses only
             self._push(t + (0.1 if self.cfg.early_lookup else 0.0), "lookup", node.id)
             self._announce_soon(node, t)
@@ -537,10 +547,13 @@ class Simulation:
         ids = self._lookup(node, t, MAX_LINKS_PER_BLOB * 2)
         for i in ids[:MAX_LINKS_PER_BLOB]:
             self._link(node, self.nodes[i], t)
+        if not node.ready:
+            node.ready = node.dirty = True
         self._push(t + LOOKUP_INTERVAL, "lookup", node.id)
 
     def _complete(self, node: _Node, t: float) -> None:
         node.done_at = t
+        self.seeders.append(node.id)
         self.pending.discard(node.id)
         node.sched = None
         node.bits = None
@@ -691,6 +704,11 @@ class Simulation:
             self.counters["lease_refused"] += 1
             holder = self.nodes[recorder].name
             self._push(t + self.dt, "refused", (req, holder, t + self.cfg.lease_ttl))
+            return True
+        if self.cfg.lease_refuse_held and req.piece in self.recorded and self.seeders:
+            self.counters["lease_refused"] += 1
+            holder = self.nodes[self.rng.choice(self.seeders)].name
+            self._push(t + self.dt, "refused", (req, holder, None))
             return True
         if self.tracker_caps:  # the real tracker counts and refuses
             return False
@@ -923,6 +941,7 @@ class Simulation:
                 node
                 for node in self.nodes
                 if node.sched is not None
+                and node.ready
                 and (
                     (node.dirty and t - node.last_plan >= cfg.replan - 1e-12)
                     or t - node.last_plan >= TICK

@@ -170,3 +170,18 @@ def test_the_before_version_is_pinned_whatever_the_code_ships_now() -> None:
     assert report.version_label(before).startswith("before")
     assert report.version_label(Config(**SHIPPED)) == "shipped"
     assert report.version_label(Config(**{**SHIPPED, "lease_cap": None})).endswith("lease_cap=None")
+
+
+@pytest.mark.parametrize("fix", ["lease_refuse_held", "wait_first_lookup"])
+def test_late_arrivals_do_not_refetch_pieces_whose_lease_lapsed(fix: str) -> None:
+    # arrivals over 40 s > LEASE_TTL: without either change a node that starts late asks
+    # the origin for pieces before it is linked to anyone and gets the lapsed lease (the
+    # shipped set: 1.66 F here, 3.8 F at 1,000 nodes over 60 s)
+    cfg = Config(
+        nodes=30, size=32 * MIB, up=40e6, down=40e6, origin_up=40e6, origin_rtt=0.002,
+        arrival="rolling", spread=40.0, max_time=90.0, **{**SHIPPED, fix: True},
+    )  # fmt: skip
+    result = Simulation(cfg).run()
+    assert result.times.size == cfg.nodes
+    assert result.counters["origin_duplicate"] == 0
+    assert result.origin_bytes == pytest.approx(cfg.size, rel=0.02)
