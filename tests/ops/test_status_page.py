@@ -124,9 +124,11 @@ def test_transfers_table(page: Rendered) -> None:
     # node-a has held 2 MiB since round 1, three intervals ago; node-b moved in round 2
     # (the page is as old as chromium's start, a few seconds, by the time it renders).
     stalled_a, stalled_b = (int(by_peer[n][5].split()[0]) for n in ("node-a", "node-b"))
-    assert (by_peer["node-a"][6], by_peer["node-b"][6]) == ("stalled", "moving")
+    assert by_peer["node-a"][6] == "stalled"
     assert stalled_a >= 3 * INTERVAL
     assert stalled_a - stalled_b >= 3 * INTERVAL - 1
+    # "moving" unless chromium took longer than the stall threshold to load the page
+    assert by_peer["node-b"][6] == ("moving" if stalled_b < 3 * INTERVAL else "stalled")
 
 
 # --- what issue 5 asked for ---------------------------------------------------------------

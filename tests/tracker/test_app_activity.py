@@ -165,7 +165,10 @@ async def test_status_page_shows_stalls_where_blobs_are_and_unsynced_tags(
     assert "<td>a, b</td>" in page  # d(1) is on both
     assert "downloading: a" in page  # d(5) only in progress
     assert '<progress value="100" max="1000"' in page
-    assert "stalled" in page
+    assert '<td><span class="bad">stalled</span></td>' in page  # a: 200 s without a change
+    clock.now += 10
+    assert await post(client, announce("a", ((5, 200),), held=(1, 2))) == 200
+    assert "<td>moving</td>" in (await client.get("/")).text
     assert "docker.io/library/img2:v1" in page  # d(3): held by nobody
     assert "docker.io/library/img3:v1" in page  # d(5): only downloading
     assert "manifest downloading on 1 node(s), held whole by none" in page
