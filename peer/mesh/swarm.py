@@ -475,7 +475,14 @@ class Swarm:
             pass
         if not origin:
             raise UpstreamUnavailable(f"origin unreachable and no peer holds {digest}")
-        return await self.upstream.head_blob(target.registry, target.repository, digest)
+        try:
+            return await self.upstream.head_blob(target.registry, target.repository, digest)
+        except UpstreamError as exc:
+            self.incidents.note(
+                time.time(), "origin",
+                f"{target.registry}/{target.repository}: size of {digest}: {exc}",
+            )  # fmt: skip
+            raise
 
     async def fetch(self, target: Target, digest: str, download: Download, *,
                     stall_timeout: float) -> None:  # fmt: skip

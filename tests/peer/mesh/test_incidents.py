@@ -84,3 +84,26 @@ async def test_a_node_reports_a_corrupt_peer_to_the_tracker(
     assert error["message"].startswith("peer ")
     assert f"sent a piece of {digest} whose hash did not match" in error["message"]
     assert error["source"] != error["message"].split()[1]  # B reports A, not itself
+
+
+async def test_a_node_reports_an_unreachable_origin(registry: Registry, tmp_path: Path) -> None:
+    """Nobody holds the blob and the origin is down: the pull fails, the tracker hears why.
+
+    Errors travel with the next announce, so the tracker asks for one a second here.
+    """
+    name = registry.new_repo("library/unreachable")
+    digest = registry.push_blob(name, hashlib.shake_256(b"unreachable").digest(1000))
+    async with running_tracker(announce_interval=1.0, peer_ttl=10.0) as tracker, mesh_nodes(
+        tmp_path, tracker, 1, upstreams={"docker.io": "http://127.0.0.1:9"}
+    ) as (a,), httpx.AsyncClient(timeout=60) as client:  # fmt: skip
+        response = await client.get(f"{a.url}/v2/{name}/blobs/{digest}?ns=docker.io")
+        assert response.status_code == 503
+        with trio.fail_after(20):
+            while True:
+                errors = (await client.get(tracker + "/admin/errors")).json()["errors"]
+                if errors:
+                    break
+                await trio.sleep(0.05)
+    (error,) = errors
+    assert (error["source"], error["kind"]) == ("node0", "origin")
+    assert error["message"].startswith(f"docker.io/{name}: size of {digest}: ")
