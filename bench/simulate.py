@@ -220,7 +220,7 @@ def validation_runs(
         for label, cfg in validation_configs(*setup, version):
             cfg = dataclasses.replace(cfg, seed=seed, replan=replan, dt=dt)
             print(f"{name}, {label}:")
-            key = f"v-{name}-{label.split()[0]}"
+            key = f"v-{name}-{label.split()[0].rstrip(',')}"
             out[name].append((label, run(cfg, cache=cache, key=key, reuse=reuse)))
     return out
 

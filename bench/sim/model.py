@@ -186,6 +186,8 @@ def fetch_config(seed: int, **overrides: Any) -> SchedulerConfig:
     shipped: dict[str, Any] = {"seed": seed, "origin_slots": getattr(_fetch, "ORIGIN_SLOTS", 2)}
     if (guess := getattr(_fetch, "PEER_RATE_GUESS", None)) is not None:
         shipped["initial_rate"] = guess
+    if (per_peer := getattr(_fetch, "PER_PEER", None)) is not None:
+        shipped["per_peer"] = per_peer
     return SchedulerConfig(**{**shipped, **overrides})
 
 
@@ -649,6 +651,7 @@ class Simulation:
                 session=node.session, ttl=cfg.lease_ttl,
             )  # fmt: skip
             reply = self._timed("lease", self.registry.lease, lease, EPOCH + t)
+            # as Swarm.lease: a refusal naming ourselves counts as a grant (even a capped one)
             if not reply.granted and reply.holder != node.name:
                 self.counters["lease_refused"] += 1
                 # a refusal for the blob's cap pauses the origin (expires None), one for the
