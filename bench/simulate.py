@@ -305,6 +305,11 @@ def plan_of(args: argparse.Namespace) -> list[tuple[str, str, Config]]:
         ("s-base", f"{m} nodes, flash crowd", small),
         ("s-before", f"{m} nodes, flash crowd", dataclasses.replace(before, nodes=200)),
         *[(key, f"{m} nodes, {label}", dataclasses.replace(small, **kw)) for key, label, kw in undo],
+        (
+            "s-capself",
+            f"{m} nodes, flash crowd, a capped refusal naming the asker is a refusal",
+            dataclasses.replace(small, capped_self_refused=True),
+        ),
         ("r-base", f"{m} nodes, rolling over {roll.spread:g} s", roll),
         (
             "r-in10",

@@ -115,6 +115,8 @@ class Config:
     # that node with its address and the asker links to it, past the link caps
     lease_refuse_recorded: bool = False
     origin_retry: float = 0.25
+    # Swarm.lease: a capped refusal that names ourselves is a refusal (shipped: a grant)
+    capped_self_refused: bool = False
     # Tracker: no lease for a piece whose hash is recorded while a live node holds the whole
     # blob; the refusal is ``capped``-like (pause the origin) and names one such holder
     lease_refuse_held: bool = False
@@ -652,7 +654,10 @@ class Simulation:
             )  # fmt: skip
             reply = self._timed("lease", self.registry.lease, lease, EPOCH + t)
             # as Swarm.lease: a refusal naming ourselves counts as a grant (even a capped one)
-            if not reply.granted and reply.holder != node.name:
+            mine = reply.holder == node.name and not (
+                cfg.capped_self_refused and getattr(reply, "capped", False)
+            )
+            if not reply.granted and not mine:
                 self.counters["lease_refused"] += 1
                 # a refusal for the blob's cap pauses the origin (expires None), one for the
                 # piece backs that piece off; it arrives one tracker round trip (one step) later

@@ -58,6 +58,7 @@ WHAT_IFS = (
     "seeders_accept_all",
     "lease_refuse_recorded",
     "lease_refuse_held",
+    "capped_self_refused",
     "lease_cap",
     "early_lookup",
     "wait_first_lookup",
@@ -473,6 +474,7 @@ def body(
     add(
         table(results, ["s-base", "s-before", "a-lease", "a-links", "a-pp4", "a-lookup", "a-piece"])
     )
+    add(_capself_text(results))
     add(_rolling_text(results))
     add("### Validation against the real shaped swarm (bench/swarm.py)\n")
     add(
@@ -587,6 +589,31 @@ def body(
             + ".\n"
         )
     return "\n".join(out)
+
+
+def _capself_text(results: dict[str, tuple[str, Result]]) -> str:
+    """The shipped ``Swarm.lease`` takes a capped refusal naming the asker for a grant."""
+    base, fixed = _get(results, "s-base"), _get(results, "s-capself")
+    shipped = _get(results, "shipped") or base
+    if shipped is None or fixed is None or base is None:
+        return ""
+    cap = shipped.cfg.lease_cap
+    return (
+        f"\nA flaw in {VERSIONS['shipped'][0]}: `Swarm.lease` treats every refusal that names "
+        "the asker as a grant (`reply.holder == self.peer_id`), and a capped refusal names "
+        "the holder of the blob's lease that expires first, which can be the asker itself; "
+        "the node then fetches the piece with no lease, past the cap, and another node may "
+        f"lease and fetch the same piece. Origin requests in flight peaked at "
+        f"{shipped.counters['origin_peak']:.0f} under a cap of {cap} at {shipped.cfg.nodes:,} "
+        f"nodes ({shipped.counters['origin_duplicate']:.0f} re-fetches); at {base.cfg.nodes} "
+        f"nodes {base.counters['origin_peak']:.0f} as shipped and "
+        f"{fixed.counters['origin_peak']:.0f} when such a refusal is a refusal (row *capped "
+        "refusal naming the asker*, egress "
+        f"{base.origin_bytes / base.cfg.size:.2f} F → {fixed.origin_bytes / fixed.cfg.size:.2f} F). "
+        "The fix is one condition: `reply.holder == self.peer_id and not reply.capped`.\n\n"
+        + table(results, ["s-base", "s-capself"])
+        + "\n"
+    )
 
 
 def _rolling_text(results: dict[str, tuple[str, Result]]) -> str:
