@@ -3,7 +3,15 @@
 Run: ``.venv/bin/python -m bench.simulate --nodes 1000 --size-gib 1`` (one scenario,
 printed), ``--validate`` (the configuration of ``bench/swarm.py``: 8 nodes, 256 MiB,
 160 Mbit/s uplinks, for comparison with the real shaped swarm), or ``--suite`` (the
-scenarios of docs/benchmarks.md: writes its "simulator" section and docs/img/sim-*.png).
+scenarios of docs/benchmarks.md; with ``--write`` it writes the "simulator" section and
+docs/img/sim-*.png).
+
+The suite caches each scenario's result in ``--cache`` (``/tmp/shoal-sim/<key>.json``);
+``--reuse`` takes a cached result whose scenario is unchanged, ``--only KEY...`` runs some,
+and ``--cached-only`` writes the section from what is cached, listing the rest as left
+out. A 1,000-node scenario takes 8-15 minutes of one core, a 200-node one 1-3 minutes;
+run at most one per core. ``bench.sim.model.VERSIONS`` names the two code versions the
+section compares (``before`` and ``shipped``).
 
 The model and what is real in it: ``bench/sim/model.py``. Capacities are given in
 Mbit/s of payload; ``--down-mbit 0`` means an unlimited downlink.
@@ -158,15 +166,24 @@ def plot(
 
 
 # -- runs ----------------------------------------------------------------------------------
+def cached(cfg: Config, cache: Path | None, key: str) -> Result | None:
+    """The result cached under ``key`` if it is of the scenario ``cfg``."""
+    path = cache / f"{key}.json" if cache and key else None
+    if path is None or not path.exists():
+        return None
+    result = Result.from_json(json.loads(path.read_text()))
+    limits = {"max_wall": 0.0, "max_time": 0.0}  # a run's limits are not its scenario
+    if dataclasses.replace(result.cfg, **limits) != dataclasses.replace(cfg, **limits):
+        return None
+    return result
+
+
 def run(cfg: Config, *, cache: Path | None = None, key: str = "", reuse: bool = False) -> Result:
     """Run ``cfg`` (or load the result cached under ``key``) and print it."""
     path = cache / f"{key}.json" if cache and key else None
-    if reuse and path is not None and path.exists():
-        result = Result.from_json(json.loads(path.read_text()))
-        limits = {"max_wall": 0.0, "max_time": 0.0}  # a run's limits are not its scenario
-        if dataclasses.replace(result.cfg, **limits) == dataclasses.replace(cfg, **limits):
-            print_result(result)
-            return result
+    if reuse and (result := cached(cfg, cache, key)) is not None:
+        print_result(result)
+        return result
     result = Simulation(cfg).run(progress=True)
     print_result(result)
     if path is not None:
@@ -345,11 +362,9 @@ def suite(args: argparse.Namespace, argv: list[str]) -> None:
         plan = [p for p in plan if p[0] in args.only]
     results: dict[str, tuple[str, Result]] = {}
     for key, label, cfg in plan:
-        if args.write and args.cached_only:
-            path = args.cache / f"{key}.json"
-            if not path.exists():
-                print(f"== {key}: {label}: not run (no cached result), left out", flush=True)
-                continue
+        if args.write and args.cached_only and cached(cfg, args.cache, key) is None:
+            print(f"== {key}: {label}: not run (no cached result), left out", flush=True)
+            continue
         print(f"== {key}: {label} ({changes(cfg)})", flush=True)
         results[key] = (label, run(cfg, cache=args.cache, key=key, reuse=args.reuse))
     validation = validation_runs(
@@ -368,7 +383,7 @@ def suite(args: argparse.Namespace, argv: list[str]) -> None:
     scen = [
         (label, r)
         for key, (label, r) in results.items()
-        if key in ("shipped", "slow", "slow-fix", "rolling", "leave", "fast-origin")
+        if key in ("shipped", "slow", "slow-fix", "rolling", "rolling-fix", "leave", "fast-origin")
     ]
     if scen:
         plot(

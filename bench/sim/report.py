@@ -367,7 +367,7 @@ def _changes_text(ref: Result | None) -> str:
         "and a failed fetch releases it. A lease refused for the cap (`capped`) pauses the "
         "origin for every piece for `ORIGIN_RETRY` (`PieceScheduler.pause_origin`). Pieces "
         "leave the origin a few at a time, each at a useful rate, and are re-shared while the "
-        "origin works, with no expiry re-fetch.\n"
+        "origin works; a slow fetch no longer loses its lease half-way.\n"
         f"2. **A cap on the links of a blob** (row *links uncapped*): a node dials while it has "
         f"fewer than {links} links for the blob and accepts up to {links_in}; a node holding the "
         "whole blob accepts everyone. (Accepting no more than it dials starves late arrivals: "
