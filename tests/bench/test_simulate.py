@@ -185,3 +185,16 @@ def test_late_arrivals_do_not_refetch_pieces_whose_lease_lapsed(fix: str) -> Non
     assert result.times.size == cfg.nodes
     assert result.counters["origin_duplicate"] == 0
     assert result.origin_bytes == pytest.approx(cfg.size, rel=0.02)
+
+
+def test_origin_fetches_in_flight_stay_under_the_tracker_cap() -> None:
+    # the tracker's cap holds once a capped refusal naming the asker is taken as a refusal
+    # (shipped Swarm.lease takes it for a grant and fetches past the cap)
+    cfg = Config(
+        nodes=30, size=32 * MIB, up=40e6, down=40e6, origin_up=40e6, origin_rtt=0.002,
+        **{**SHIPPED, "lease_cap": 4, "capped_self_refused": True},
+    )  # fmt: skip
+    result = Simulation(cfg).run()
+    assert result.times.size == cfg.nodes
+    assert result.counters["origin_peak"] <= 4
+    assert result.counters["origin_duplicate"] == 0
