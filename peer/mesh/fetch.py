@@ -10,9 +10,15 @@ and does what it says, each request in its own task:
   piece from the origin — a peer cannot make up both the bytes and the hash. A bad piece
   bans the sender for this blob and is reported to the tracker.
 * **From the origin**: first a short lease on ``(digest, piece)`` at the tracker, so that
-  across the cluster one node fetches each piece range; then an HTTP ``Range`` GET; then
-  the piece's hash goes to the tracker *before* we tell anyone we have it. A refused lease
-  means another node is on it: we back off that piece and get it from that node. If the
+  across the cluster one node fetches each piece range; then an HTTP ``Range`` GET, with
+  the lease renewed every ``LEASE_TTL / 2`` while it runs; then the piece's hash goes to
+  the tracker *before* we tell anyone we have it, which also ends our fetch there (the
+  lease stops counting against the blob's cap and lapses; a failed or abandoned fetch
+  releases it at once). A lease
+  refused because another node holds it means that node is on it: we back off that piece
+  and get it from that node. One refused because the cluster already has as many origin
+  fetches of the blob in flight as the tracker allows (``capped``) pauses the origin for
+  every piece for ``ORIGIN_RETRY``: the pieces in flight will be on peers soon. If the
   tracker is unreachable we fetch without a lease (correctness first, egress second).
 
 Pieces land out of order in the cache's temp file; the blob hash follows the contiguous
@@ -50,17 +56,21 @@ if TYPE_CHECKING:
 
 LOGGER = logging.getLogger(__name__)
 
-# A lease covers one piece while its holder fetches it from the origin; a node that died
-# holding one blocks that piece for at most this long (keep it well under the stall
-# timeout, 30 s by default). It must outlast a slow but live fetch: in a flash crowd the
-# origin's uplink is split over N x ORIGIN_SLOTS Range requests, so one 1 MiB piece takes
-# N x ORIGIN_SLOTS x 1 MiB / U on average and several times that in the tail (bench/swarm,
-# 8 nodes at 40 Mbit/s: p50 5.7 s, p90 21 s). An expired lease lets a second node fetch
-# the same piece again from the same saturated origin: at 5 s, 35 of 64 pieces were
-# fetched 2-4 times (egress 1.7 F; at 160 Mbit/s 1.10-1.19 F); at 15 s, 2 of 64 (1.04 F;
-# 1.01 F). The price: leases are not released when the fetch ends, so a node that got a
-# piece and then turns out bad (banned) blocks others' origin fallback for up to 15 s.
+# A lease covers one piece while its holder fetches it from the origin, and is renewed
+# every LEASE_TTL / 2 while the fetch runs; recording the piece's hash ends the fetch at
+# the tracker (a failed or abandoned one is released), so its length no longer has to
+# outlast a slow fetch (version 1 leases were neither renewed nor
+# released: at 5 s, 35 of 64 pieces of an 8-node crowd at 40 Mbit/s were fetched 2-4
+# times, egress 1.7 F; hence 15 s). Now it only bounds how long a node that died holding
+# one blocks that piece, and the tracker's per-blob cap on fetches in flight: keep it well
+# under the stall timeout (30 s by default).
 LEASE_TTL: Final = 15.0
+# A lease refused because the blob's origin fetches in flight are at the tracker's cap:
+# ask the origin for nothing for this long. bench/simulate (1,000 nodes x 1 GiB, cap 16):
+# 0.25 s keeps the cap full without a storm of refused leases.
+ORIGIN_RETRY: Final = 0.25
+# A lease release is best effort, on the way out of a piece task (maybe cancelled).
+RELEASE_TIMEOUT: Final = 2.0
 # Longest we wait for one piece from a peer before trying someone else (the scheduler
 # hedges much earlier on measured speed; this bounds a stalled link).
 PEER_PIECE_TIMEOUT: Final = 10.0
@@ -74,6 +84,19 @@ TICK: Final = 0.1
 # of them are fetched twice (egress 1.14 F vs 1.008 F, p50 1.27x vs 1.15x the bound). A
 # lone node pulls faster with more; the crowd is what shoal is for.
 ORIGIN_SLOTS: Final = 2
+# Requests one peer may have from us at once (SchedulerConfig.per_peer; its default, 4,
+# is Kraken's pipeline). In a crowd every peer's uplink is shared by everyone asking it:
+# queueing 4 pieces at one peer makes each arrive 4x later than one (and late pieces get
+# hedged). bench/simulate, 1,000 nodes x 1 GiB with the other changes of issue 8: p50
+# 1.13x the bound with 1. With 10 peers that is still 10 requests in flight.
+PER_PEER: Final = 1
+# ... but with fewer peers than this we keep this many requests in flight between them
+# (SchedulerConfig.min_inflight): one request at a time to a lone peer idles its link
+# for a round trip plus our per-piece work after every piece. A 1 MiB piece takes 0.8 ms
+# at 10 Gbit/s, so a 0.5 ms round trip alone would cost ~40% of a pair's throughput; 4
+# is what version 1 pipelined to every peer. A crowd (4 or more peers to ask) is not
+# affected.
+MIN_INFLIGHT: Final = 4
 # Throughput assumed for a peer before its first piece is measured (the scheduler's
 # ``initial_rate``; its default, 12.5 MB/s, is a whole 100 Mbit/s link for us alone). In a
 # crowd a peer's uplink is shared by everyone asking it: at 160 Mbit/s and 7 requesters
@@ -110,6 +133,8 @@ class BlobFetch:
             self.plan,
             config=SchedulerConfig(
                 seed=hash(swarm.peer_id) & 0xFFFF,
+                per_peer=PER_PEER,
+                min_inflight=MIN_INFLIGHT,
                 origin_slots=ORIGIN_SLOTS,
                 initial_rate=PEER_RATE_GUESS,
             ),
@@ -190,7 +215,16 @@ class BlobFetch:
         self.download.advance(self.plan.size)
 
     async def _discover(self) -> None:
-        """Keep finding holders (complete or in progress) and open links to them."""
+        """Keep finding holders (complete or in progress) and open links to them.
+
+        Once at the start, again as soon as our own announce of this download is out (at
+        most one interval later), then every interval. In a flash crowd the first lookup
+        finds nobody (nobody has announced yet); the second finds everyone who started
+        with us, where version 1 waited a whole interval for its next try.
+        """
+        await self.swarm.find_peers(self.digest, self)
+        with trio.move_on_after(LOOKUP_INTERVAL):
+            await self.swarm.wait_announced()
         while True:
             await self.swarm.find_peers(self.digest, self)
             await trio.sleep(LOOKUP_INTERVAL)
@@ -244,24 +278,48 @@ class BlobFetch:
 
     async def _from_origin(self, index: int) -> None:
         now = trio.current_time()
-        holder = await self.swarm.lease(self.digest, index, LEASE_TTL)
-        if holder is not None:
-            peer_id, expires_at = holder
-            self.swarm.want_link(peer_id, self)
-            wait = min(max(expires_at - time.time(), 0.2), LEASE_TTL)
+        refused = await self.swarm.lease(self.digest, index, LEASE_TTL)
+        if refused is not None:
+            self.swarm.want_link(refused.holder, self)
+            if refused.capped:  # the blob's origin fetches in flight are at the cluster cap
+                self.scheduler.on_busy(ORIGIN, index, now, ORIGIN_RETRY)
+                self.scheduler.pause_origin(now, ORIGIN_RETRY)
+                return
+            wait = min(max(refused.expires_at - time.time(), 0.2), LEASE_TTL)
             self.scheduler.on_busy(ORIGIN, index, now, wait)
             return
+        recorded = False
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._renew, index)
+                recorded = await self._fetch_range(index)
+                nursery.cancel_scope.cancel()
+        finally:
+            # Recording the hash ended the fetch at the tracker (the lease stops counting
+            # against the blob's cap, but guards the piece until it expires). Anything
+            # else hands the piece back now: failed, cancelled, lost a race.
+            if not recorded:
+                with trio.move_on_after(RELEASE_TIMEOUT, shield=True):
+                    await self.swarm.release(self.digest, index)
+
+    async def _renew(self, index: int) -> None:
+        while True:
+            await trio.sleep(LEASE_TTL / 2)
+            await self.swarm.lease(self.digest, index, LEASE_TTL)
+
+    async def _fetch_range(self, index: int) -> bool:
+        """Fetch piece ``index`` from the origin; True once its hash went to the tracker."""
         start, end = self.plan.span(index)
         try:
             data = await self.swarm.origin_range(self.target, self.digest, start, end - 1)
         except (UpstreamNotFound, UpstreamDenied) as exc:
             self._fatal = exc
-            return
+            return False
         except UpstreamError as exc:
             self._origin_failures += 1
             LOGGER.info("origin failed for piece %d of %s: %s", index, self.digest, exc)
             self.scheduler.on_busy(ORIGIN, index, trio.current_time(), 1.0)
-            return
+            return False
         piece_hash = hash_piece(data)
         self.hashes[index] = piece_hash
         self.from_origin += len(data)
@@ -270,6 +328,7 @@ class BlobFetch:
         self._accept(ORIGIN, index, data, announce=False)
         await self.swarm.record_hash(self.digest, self.plan, index, piece_hash)
         self.swarm.broadcast_have(self.digest, index)
+        return True
 
     def _accept(
         self, source: str | Origin, index: int, data: bytes, *, announce: bool = True

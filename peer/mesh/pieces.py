@@ -30,18 +30,27 @@ __all__ = [
     "RarityIndex",
     "hash_piece",
     "piece_size_for",
+    "piece_size_v1",
+    "same_pieces",
     "verify_piece",
 ]
 
-# Piece size: Dragonfly's rule, next_pow2(size / 500), but clamped to [1 MiB, 16 MiB]
-# rather than Dragonfly's [4 MiB, 64 MiB] (Kraken uses a flat 4 MB). Container layers are
-# mostly tens of MB: a 30 MB layer in 4 MiB pieces is 8 pieces, too few to spread over
-# many peers at once or to pipeline; in 1 MiB pieces it is 30. A piece is re-shared only
-# once verified, so its size is also the store-and-forward delay per hop (1 MiB at
-# 1 Gbit/s ~ 8 ms) and the runtime's time to first byte. Below 1 MiB the per-piece costs
-# (a request, a scheduler decision, 32 bytes of hash at the tracker) start to dominate.
-# The 16 MiB cap bounds what one frame (and so one link) can pin in memory, and with the
-# tracker's 16,384 hashes per blob it admits blobs up to 256 GiB.
+# Piece size: Dragonfly's rule, a power of two near size / 500, but clamped to
+# [1 MiB, 16 MiB] rather than Dragonfly's [4 MiB, 64 MiB] (Kraken uses a flat 4 MB).
+# Container layers are mostly tens of MB: a 30 MB layer in 4 MiB pieces is 8 pieces, too
+# few to spread over many peers at once or to pipeline; in 1 MiB pieces it is 30. A piece
+# is re-shared only once verified, so its size is also the store-and-forward delay per hop
+# (1 MiB at 1 Gbit/s ~ 8 ms) and the runtime's time to first byte. Below 1 MiB the
+# per-piece costs (a request, a scheduler decision, 32 bytes of hash at the tracker) start
+# to dominate. The 16 MiB cap bounds what one frame (and so one link) can pin in memory,
+# and with the tracker's 16,384 hashes per blob it admits blobs up to 256 GiB.
+#
+# We round size / 500 *down* (wire protocol 2). Version 1 rounded up, which gave a 1 GiB
+# blob 256 pieces of 4 MiB; down gives 512 of 2 MiB: twice the pieces to spread over a
+# crowd and half the store-and-forward delay per hop (bench/simulate, 1,000 nodes x 1 GiB:
+# one of the changes of issue 8 that together reach p50 1.13x the bound). The two rules
+# agree up to 500 MiB (both clamp to 1 MiB); above, nodes of the two versions cut a blob
+# differently, so the swarm does not link them for it (see piece_size_v1).
 MIN_PIECE_SIZE: Final = 1 << 20
 MAX_PIECE_SIZE: Final = 1 << 24
 _TARGET_PIECES: Final = 500
@@ -51,8 +60,21 @@ def piece_size_for(blob_size: int) -> int:
     """The piece size for a blob of ``blob_size`` bytes (a power of two, see above)."""
     if blob_size < 0:
         raise ValueError(f"blob size {blob_size} is negative")
+    want = max(1, blob_size // _TARGET_PIECES)
+    return min(MAX_PIECE_SIZE, max(MIN_PIECE_SIZE, 1 << (want.bit_length() - 1)))
+
+
+def piece_size_v1(blob_size: int) -> int:
+    """The piece size wire protocol 1 nodes use (size / 500 rounded *up* to a power of 2)."""
+    if blob_size < 0:
+        raise ValueError(f"blob size {blob_size} is negative")
     want = -(-blob_size // _TARGET_PIECES)
     return min(MAX_PIECE_SIZE, max(MIN_PIECE_SIZE, 1 << max(0, (want - 1).bit_length())))
+
+
+def same_pieces(version: int, blob_size: int) -> bool:
+    """Whether a peer speaking wire protocol ``version`` cuts this blob into our pieces."""
+    return version >= 2 or piece_size_v1(blob_size) == piece_size_for(blob_size)
 
 
 @dataclass(frozen=True, slots=True)

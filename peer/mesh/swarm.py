@@ -7,14 +7,26 @@ tracker names; every link (:class:`~peer.mesh.link.PeerLink`) carries any number
 blobs. Messages are routed by digest:
 
 * ``Interested(d)`` — the peer wants ``d``: remember it (it gets our ``Have`` messages
-  for ``d``) and answer with our ``Bitfield`` for ``d`` if we hold any of it;
+  for ``d``) and answer with our ``Bitfield`` for ``d`` if we hold any of it — unless we
+  are still downloading ``d`` ourselves and already have ``MAX_LINKS_IN_PER_BLOB`` peers
+  for it: then ``Declined`` (a node holding the whole blob takes every asker);
+* ``Declined(d)`` — the peer will not take us for ``d`` now: forget it for ``d`` and do
+  not ask it again for ``retry_after`` seconds;
 * ``Bitfield``/``Have`` — go to the running :class:`~peer.mesh.fetch.BlobFetch` of ``d``;
 * ``Request`` — answered from :class:`~peer.mesh.local.LocalPieces` (the cache, or a
   download in flight: in-progress sharing), ``Busy`` when we do not hold the piece.
 
+A download dials peers for its blob while it has fewer than ``MAX_LINKS_PER_BLOB`` of
+them (links in either direction count); its first lookup waits for our own announce, so
+that a flash crowd finds each other at once.
+
 The node announces itself to the tracker at start, whenever a download starts or ends
 (so a flash crowd finds each other at once), and every interval; it backs off while the
 tracker is down and keeps serving through the origin meanwhile.
+
+Wire protocol 1 peers (``PeerLink.their_handshake.version``) are never sent ``Declined``,
+and cut blobs over 500 MiB into larger pieces (``pieces.piece_size_v1``): for such a blob
+we neither send them ``Interested``/``Bitfield``/``Have`` nor take theirs.
 """
 
 from __future__ import annotations
@@ -35,19 +47,20 @@ from peer.errors import (
     UpstreamError,
     UpstreamUnavailable,
 )
+from peer.mesh.blobpeers import DECLINED_RETRY, BlobPeers
+from peer.mesh.blobpeers import MAX_LINKS_PER_BLOB as MAX_LINKS_PER_BLOB  # bench/sim reads it
 from peer.mesh.fetch import BlobFetch
 from peer.mesh.incidents import IncidentLog
 from peer.mesh.link import PeerLink
 from peer.mesh.local import LocalPieces
-from peer.mesh.pieces import Bitfield, PiecePlan, hash_piece
+from peer.mesh.pieces import Bitfield, PiecePlan, hash_piece, same_pieces
 from peer.mesh.ratelimit import TokenBucket
 from peer.mesh.tls import MeshTLS
 from peer.mesh.tracker_client import NodeState, TrackerClient, backoff_delay
 from peer.mesh.wire.connection import PeerConnection
 from peer.mesh.wire.messages import (
-    Bitfield as BitfieldMsg,
-)
-from peer.mesh.wire.messages import (
+    PROTOCOL_VERSION,
+    Declined,
     Handshake,
     Have,
     Interested,
@@ -55,6 +68,9 @@ from peer.mesh.wire.messages import (
     Request,
     format_digest,
     parse_digest,
+)
+from peer.mesh.wire.messages import (
+    Bitfield as BitfieldMsg,
 )
 from peer.metrics import NodeMetrics
 from peer.mirror.cache import BlobCache
@@ -70,8 +86,6 @@ LOGGER = logging.getLogger(__name__)
 # small enough that a few more keep a fast link busy).
 MAX_REQUESTS: Final = 8
 DIAL_TIMEOUT: Final = 2.0
-# Links per blob we open ourselves (Kraken caps connections per blob at 10).
-MAX_LINKS_PER_BLOB: Final = 10
 EVENT_BUFFER: Final = 256
 ANNOUNCE_DEBOUNCE: Final = 0.05
 # Our own floor between announces; the tracker refuses faster ones (tracker.model).
@@ -114,11 +128,14 @@ class Swarm:
         self.download = TokenBucket(download_rate, now=now) if download_rate else None
         self.links: dict[str, PeerLink] = {}
         self.addresses: dict[str, tuple[str, int]] = {}
-        self.touched: dict[str, set[str]] = {}  # digest -> peers that share interest in it
+        self.blob_peers = BlobPeers()  # who is on which blob (see peer.mesh.blobpeers)
         self.fetches: dict[str, BlobFetch] = {}
         self.tracker_ok = False
         self.incidents = IncidentLog()  # errors for the tracker's page, sent when announcing
         self._announce = trio.Event()
+        self._announces_started = 0
+        self._announces_done = 0
+        self._announced = trio.Event()
         self._dialing: set[str] = set()
         self._nursery: trio.Nursery | None = None
         self.bytes_from_origin = 0
@@ -190,6 +207,7 @@ class Swarm:
             if peer is not None and self.links.get(peer) is link:
                 del self.links[peer]
                 self.metrics.swarm_links.set(len(self.links))
+                self.blob_peers.gone(peer)  # a new link starts from Interested
                 for fetch in self.fetches.values():
                     fetch.on_peer_gone(peer)
 
@@ -199,13 +217,19 @@ class Swarm:
         async with events:
             async for message in events:
                 if isinstance(message, Interested):
+                    self._on_interested(peer, link, format_digest(message.digest))
+                elif isinstance(message, Declined):
+                    now = trio.current_time()
                     digest = format_digest(message.digest)
-                    self.touched.setdefault(digest, set()).add(peer)
-                    self._send_bitfield(link, digest)
+                    self.blob_peers.declined(digest, peer, message.retry_after, now)
                 elif isinstance(message, BitfieldMsg):
                     digest = format_digest(message.digest)
                     fetch = self.fetches.get(digest)
-                    if fetch is not None and message.size == fetch.plan.size:
+                    if (
+                        fetch is not None
+                        and message.size == fetch.plan.size
+                        and message.piece_size == fetch.plan.piece_size
+                    ):
                         try:
                             bits = Bitfield.from_bytes(message.have, fetch.plan.count)
                         except ValueError:
@@ -213,8 +237,21 @@ class Swarm:
                         fetch.on_bitfield(peer, bits)
                 elif isinstance(message, Have):
                     fetch = self.fetches.get(format_digest(message.digest))
-                    if fetch is not None:
+                    if fetch is not None and _same_pieces(link, fetch.plan.size):
                         fetch.on_have(peer, message.index)
+
+    def _on_interested(self, peer: str, link: PeerLink, digest: str) -> None:
+        """Take ``peer`` for ``digest`` (Bitfield, then our Haves), or decline it."""
+        described = self.local.describe(digest)
+        whole = described is not None and described[1].complete
+        can_decline = _version(link) >= 2
+        if self.blob_peers.take(digest, peer, self.links, whole=whole, can_decline=can_decline):
+            self._send_bitfield(link, digest)
+            return
+        try:
+            link.send_nowait(Declined(digest=parse_digest(digest), retry_after=DECLINED_RETRY))
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
 
     async def _serve(self, request: Request) -> bytes | None:
         digest = format_digest(request.digest)
@@ -257,6 +294,8 @@ class Swarm:
         if described is None:
             return
         plan, bits = described
+        if not _same_pieces(link, plan.size):
+            return
         message = BitfieldMsg(
             digest=parse_digest(digest), size=plan.size, piece_size=plan.piece_size,
             have=bits.to_bytes(),
@@ -266,11 +305,9 @@ class Swarm:
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
 
-    def _interest(self, link: PeerLink, peer: str, digest: str) -> None:
-        peers = self.touched.setdefault(digest, set())
-        if peer in peers:
+    def _interest(self, link: PeerLink, peer: str, digest: str, size: int) -> None:
+        if not _same_pieces(link, size) or not self.blob_peers.add(digest, peer):
             return
-        peers.add(peer)
         try:
             link.send_nowait(Interested(digest=parse_digest(digest)))
         except (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -278,27 +315,33 @@ class Swarm:
         self._send_bitfield(link, digest)
 
     async def find_peers(self, digest: str, fetch: BlobFetch) -> None:
-        """Look the blob up at the tracker and link to holders we are not linked to yet."""
+        """Look the blob up at the tracker and link to holders while we have too few."""
         try:
             peers = await self.tracker.lookup(digest, limit=MAX_LINKS_PER_BLOB * 2)
         except TrackerError:
             return
         for addr in peers:
             self.addresses[addr.peer_id] = (addr.host, addr.port)
-        await self._link_all(digest, [a.peer_id for a in peers][:MAX_LINKS_PER_BLOB])
+        candidates = [a.peer_id for a in peers if a.peer_id != self.peer_id]
+        dial = self.blob_peers.to_dial(digest, candidates, self.links, trio.current_time())
+        await self._link_all(digest, dial, fetch.plan.size)
 
     def want_link(self, peer: str, fetch: BlobFetch) -> None:
-        """The lease holder of a piece we need: make sure we are linked to it."""
-        if peer not in self.links and peer in self.addresses and self._nursery is not None:
-            self._nursery.start_soon(self._link_all, fetch.digest, [peer])
+        """The lease holder of a piece we need: link to it if we have room for one more."""
+        if (
+            peer in self.addresses
+            and self._nursery is not None
+            and self.blob_peers.may_dial(fetch.digest, peer, self.links, trio.current_time())
+        ):
+            self._nursery.start_soon(self._link_all, fetch.digest, [peer], fetch.plan.size)
 
-    async def _link_all(self, digest: str, peers: list[str]) -> None:
+    async def _link_all(self, digest: str, peers: list[str], size: int) -> None:
         async def one(peer: str) -> None:
             link = self.links.get(peer)
             if link is None and peer in self.addresses:
                 link = await self._dial(peer, *self.addresses[peer])
             if link is not None:
-                self._interest(link, peer, digest)
+                self._interest(link, peer, digest, size)
 
         async with trio.open_nursery() as nursery:
             for peer in peers:
@@ -307,9 +350,14 @@ class Swarm:
 
     def broadcast_have(self, digest: str, index: int) -> None:
         message = Have(digest=parse_digest(digest), index=index)
-        for peer in self.touched.get(digest, ()):
+        fetch = self.fetches.get(digest)
+        size = None if fetch is None else fetch.plan.size
+        for peer in self.blob_peers.peers(digest):
             link = self.links.get(peer)
-            if link is not None:
+            # a wire-1 peer only hears of blobs we know both versions cut alike
+            if link is not None and (
+                _version(link) >= 2 or (size is not None and _same_pieces(link, size))
+            ):
                 try:
                     link.send_nowait(message)
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -342,6 +390,8 @@ class Swarm:
                 # announce is in flight must trigger the next one, not wait an interval.
                 self._announce = trio.Event()
                 sent_at = trio.current_time()
+                self._announces_started += 1
+                generation = self._announces_started
                 state = self.state()
                 try:
                     reply = await self.tracker.announce(state)
@@ -368,6 +418,9 @@ class Swarm:
                     failures = 0
                     interval = reply.interval or interval
                     delay = interval * (0.9 + 0.2 * rng.random())
+                self._announces_done = generation
+                self._announced.set()
+                self._announced = trio.Event()
                 with trio.move_on_after(delay):
                     await self._announce.wait()
                     # coalesce bursts of changes, and never announce faster than the gap
@@ -376,16 +429,31 @@ class Swarm:
         finally:
             await self.tracker.leave()
 
-    async def lease(self, digest: str, index: int, ttl: float) -> tuple[str, float] | None:
-        """None if we may fetch the piece from the origin; else (holder, expires_at)."""
+    async def wait_announced(self) -> None:
+        """Return once an announce that read our state after this call has been sent
+        (whether the tracker took it or not)."""
+        target = self._announces_started + 1
+        while self._announces_done < target:
+            await self._announced.wait()
+
+    async def lease(self, digest: str, index: int, ttl: float) -> p.LeaseReply | None:
+        """None if we may fetch the piece from the origin; else the tracker's refusal."""
         try:
             with trio.CancelScope(shield=True):  # see record_hash
                 reply = await self.tracker.lease(digest, index, ttl=ttl)
         except TrackerError:
             return None  # no coordination possible: fetch it ourselves
-        if reply.granted or reply.holder == self.peer_id:
-            return None
-        return reply.holder, reply.expires_at
+        if reply.granted or (reply.holder == self.peer_id and not reply.capped):
+            return None  # (a capped refusal may name us: our lease of another piece)
+        return reply
+
+    async def release(self, digest: str, index: int) -> None:
+        """Give back our lease on a piece (fetched, failed or abandoned); best effort."""
+        try:
+            with trio.CancelScope(shield=True):  # see record_hash
+                await self.tracker.lease(digest, index, ttl=0.0)
+        except TrackerError:
+            pass  # it expires on its own
 
     async def record_hash(self, digest: str, plan: PiecePlan, index: int, value: bytes) -> None:
         hashes = [b""] * plan.count
@@ -524,3 +592,14 @@ class Swarm:
 
 def new_session() -> bytes:
     return secrets.token_bytes(16)
+
+
+def _version(link: PeerLink) -> int:
+    """The wire protocol version we speak with the peer of ``link``."""
+    theirs = link.their_handshake
+    return 1 if theirs is None else min(PROTOCOL_VERSION, theirs.version)
+
+
+def _same_pieces(link: PeerLink, size: int) -> bool:
+    """Whether the peer of ``link`` cuts a blob of ``size`` bytes into our pieces."""
+    return same_pieces(_version(link), size)

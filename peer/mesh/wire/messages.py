@@ -44,6 +44,7 @@ __all__ = [
     "Bitfield",
     "Busy",
     "Cancel",
+    "Declined",
     "Goodbye",
     "Handshake",
     "Have",
@@ -58,8 +59,10 @@ __all__ = [
     "parse_digest",
 ]
 
-#: Bumped when a field is added, removed or changes meaning.
-PROTOCOL_VERSION: Final = 1
+#: Bumped when a field or message is added, removed or changes meaning. Version 2 added
+#: :class:`Declined` (sent only to peers that speak 2) and cuts blobs over 500 MiB into
+#: smaller pieces (``peer.mesh.pieces.piece_size_for``).
+PROTOCOL_VERSION: Final = 2
 #: The oldest version we still speak; a peer below it is refused at the handshake.
 MIN_VERSION: Final = 1
 #: Largest piece (and so request) length: ``pieces.piece_size_for`` never picks more.
@@ -306,11 +309,41 @@ class Auth:
         _bytes("mac", self.mac, MAC_SIZE, MAC_SIZE)
 
 
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Declined:
+    """The answer to an :class:`Interested` the sender will not take up now: it has as many
+    peers for ``digest`` as it serves. Ask again no sooner than ``retry_after`` seconds
+    (version 2; a version 1 peer is never sent one)."""
+
+    TAG: ClassVar[int] = 11
+    digest: bytes
+    retry_after: float
+
+    def __post_init__(self) -> None:
+        _digest(self.digest)
+        value = self.retry_after
+        if type(value) not in (int, float):
+            raise TypeError(f"retry_after: expected a number, got {type(value).__name__}")
+        if not (math.isfinite(value) and 0 <= value <= MAX_RETRY_AFTER):
+            raise ValueError(f"retry_after: {value} not in [0, {MAX_RETRY_AFTER}]")
+
+
 Message = (
-    Handshake | Bitfield | Have | Interested | Request | Piece | Cancel | Busy | Goodbye | Auth
+    Handshake
+    | Bitfield
+    | Have
+    | Interested
+    | Request
+    | Piece
+    | Cancel
+    | Busy
+    | Goodbye
+    | Auth
+    | Declined
 )
 _TYPES: Final = (
     Handshake, Bitfield, Have, Interested, Request, Piece, Cancel, Busy, Goodbye, Auth,
+    Declined,
 )  # fmt: skip
 _TRAILER: Final = "data"
 #: tag -> (constructor, header field names in wire order)

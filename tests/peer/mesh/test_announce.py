@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import trio
 import trio.testing
 
@@ -94,4 +95,36 @@ async def test_reannounce_within_one_interval_after_a_long_outage(
         await trio.sleep(INTERVAL * 1.1 + 0.01)
         assert announces[-1] >= back, "no announce within one interval of the tracker's return"
         assert swarm.tracker_ok
+        nursery.cancel_scope.cancel()
+
+
+async def test_wait_announced_waits_for_an_announce_that_read_our_state(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A download's first real lookup waits for the announce that lists it: one already in
+    flight when the download starts read the state without it, so it does not count."""
+    sent: list[float] = []
+    down = False
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/announce":
+            sent.append(trio.current_time())
+            await trio.sleep(1.0)  # a slow tracker
+            if down:
+                raise httpx.ConnectError("refused")
+        return _reply(request)
+
+    swarm = _swarm(tmp_path, handler)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(swarm._announce_loop)
+        await trio.sleep(0.5)  # the first announce (sent at 0) is in flight
+        swarm.announce_soon()  # a download starts
+        await swarm.wait_announced()
+        assert sent == [0.0, 1.0 + 0.05]  # the next one, after the debounce
+        assert trio.current_time() == 2.05
+        down = True  # a tracker that fails still releases the waiter
+        swarm.announce_soon()
+        await swarm.wait_announced()
+        assert sent[-1] == pytest.approx(2.05 + 0.05)
+        assert trio.current_time() == pytest.approx(2.05 + 0.05 + 1.0)
         nursery.cancel_scope.cancel()

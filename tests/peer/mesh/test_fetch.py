@@ -1,7 +1,10 @@
-"""BlobFetch's failure paths on virtual time, against a stand-in swarm.
+"""BlobFetch's origin path on virtual time, against a stand-in swarm.
 
 A failed mesh download must raise the error itself, not an ExceptionGroup around it: the
 registry endpoint maps ``UpstreamError`` to an OCI error, and anything else to a 500.
+Origin leases are renewed while a range fetch runs, ended by the piece's hash record
+or released when the fetch fails or is abandoned; a lease
+refused for the cluster's cap on origin fetches pauses the origin for every piece.
 """
 
 from __future__ import annotations
@@ -14,35 +17,74 @@ import trio
 import trio.testing
 
 from peer.errors import UpstreamNotFound, UpstreamUnavailable
-from peer.mesh.fetch import BlobFetch
+from peer.mesh.fetch import LEASE_TTL, ORIGIN_RETRY, BlobFetch
+from peer.mesh.pieces import PiecePlan
 from peer.mesh.swarm import Swarm
+from peer.metrics import NodeMetrics
 from peer.mirror.cache import BlobCache
 from peer.mirror.flight import Download
 from peer.mirror.names import Target
+from tracker import protocol as p
 
 DIGEST = "sha256:" + "ab" * 32
 SIZE = 3 * 1024 * 1024
 
 
 class _Swarm:
-    """Only what the origin path of a fetch touches: no peers, a tracker that is away."""
+    """Only what the origin path of a fetch touches: no peers, and a tracker that is away
+    unless ``leases`` scripts its lease replies (None: granted)."""
 
     peer_id = "me"
 
-    def __init__(self, origin: BaseException | None) -> None:
+    def __init__(
+        self,
+        origin: BaseException | None,
+        *,
+        leases: list[p.LeaseReply | None] | None = None,
+        origin_time: float = 0.0,
+    ) -> None:
         self.origin = origin
+        self.leases = leases
+        self.origin_time = origin_time
+        self.calls: list[tuple[float, str, int]] = []  # (time, "lease"/"release"/"range", index)
+        self.linked: list[str] = []
+        self.metrics = NodeMetrics()
+
+    async def wait_announced(self) -> None:
+        return None
 
     async def find_peers(self, digest: str, fetch: Any) -> None:
         return None
 
-    async def lease(self, digest: str, index: int, ttl: float) -> None:
-        return None  # no tracker: fetch it ourselves
+    async def lease(self, digest: str, index: int, ttl: float) -> p.LeaseReply | None:
+        self.calls.append((trio.current_time(), "lease", index))
+        if self.leases:
+            return self.leases.pop(0)
+        return None  # no tracker (or granted): fetch it ourselves
+
+    async def release(self, digest: str, index: int) -> None:
+        self.calls.append((trio.current_time(), "release", index))
+
+    def want_link(self, peer: str, fetch: Any) -> None:
+        self.linked.append(peer)
 
     async def origin_range(self, target: Target, digest: str, first: int, last: int) -> bytes:
+        self.calls.append((trio.current_time(), "range", first // PLAN.piece_size))
         if self.origin is not None:
             raise self.origin
-        await trio.sleep_forever()  # an origin that never answers
-        raise AssertionError
+        if not self.origin_time:
+            await trio.sleep_forever()  # an origin that never answers
+        await trio.sleep(self.origin_time)
+        return bytes(last - first + 1)
+
+    async def record_hash(self, digest: str, plan: PiecePlan, index: int, value: bytes) -> None:
+        self.calls.append((trio.current_time(), "record", index))
+
+    def broadcast_have(self, digest: str, index: int) -> None:
+        return None
+
+
+PLAN = PiecePlan.for_size(SIZE)
 
 
 def _fetch(tmp_path: Path, swarm: _Swarm) -> BlobFetch:
@@ -65,3 +107,47 @@ async def test_stall_is_raised_bare(tmp_path: Path, autojump_clock: trio.testing
     fetch = _fetch(tmp_path, _Swarm(None))
     with pytest.raises(UpstreamUnavailable, match="no piece"):
         await fetch.run(stall_timeout=5)
+
+
+async def test_lease_renewed_while_fetching_then_ended_by_the_hash(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    swarm = _Swarm(None, origin_time=20.0)  # each range takes 20 s, more than one lease
+    fetch = _fetch(tmp_path, swarm)
+    with trio.move_on_after(25):
+        await fetch.run(stall_timeout=60)
+    piece = [c for c in swarm.calls if c[2] == 0]
+    assert [(t, what) for t, what, _ in piece] == [
+        (0.0, "lease"),
+        (0.0, "range"),
+        (LEASE_TTL / 2, "lease"),  # renewed every half TTL while the range runs
+        (LEASE_TTL, "lease"),
+        (20.0, "record"),  # ends the fetch at the tracker: no release, the lease lapses
+    ]
+
+
+async def test_cancelled_fetch_releases_its_lease(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    swarm = _Swarm(None)  # an origin that never answers
+    fetch = _fetch(tmp_path, swarm)
+    with pytest.raises(UpstreamUnavailable):
+        await fetch.run(stall_timeout=5)
+    released = {i for _, what, i in swarm.calls if what == "release"}
+    assert released == {i for _, what, i in swarm.calls if what == "range"}
+    assert released
+
+
+async def test_capped_lease_pauses_the_origin_for_every_piece(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    cap = p.LeaseReply(granted=False, holder="busy", expires_at=0.0, capped=True)
+    swarm = _Swarm(None, leases=[cap, cap], origin_time=1.0)
+    fetch = _fetch(tmp_path, swarm)
+    with trio.move_on_after(0.5):
+        await fetch.run(stall_timeout=60)
+    leases = [t for t, what, _ in swarm.calls if what == "lease"]
+    assert leases[:2] == [0.0, 0.0]  # both origin slots asked and were refused
+    assert all(t >= ORIGIN_RETRY for t in leases[2:])  # then nothing before the pause ends
+    assert len(leases) > 2
+    assert swarm.linked == ["busy", "busy"]  # the named holder is worth a link

@@ -18,6 +18,7 @@ from peer.mesh.pieces import (
     RarityIndex,
     hash_piece,
     piece_size_for,
+    piece_size_v1,
     verify_piece,
 )
 
@@ -25,22 +26,26 @@ MiB = 1 << 20
 
 
 @pytest.mark.parametrize(
-    ("size", "piece"),
+    ("size", "piece", "v1"),
     [
-        (0, MiB),
-        (1, MiB),
-        (30 * MiB, MiB),
-        (500 * MiB, MiB),
-        (500 * MiB + 1, 2 * MiB),
-        (1 << 30, 4 * MiB),
-        (2000 * MiB, 4 * MiB),
-        (2000 * MiB + 1, 8 * MiB),
-        (8 << 30, 16 * MiB),
-        (200 << 30, 16 * MiB),
+        (0, MiB, MiB),
+        (1, MiB, MiB),
+        (30 * MiB, MiB, MiB),
+        (500 * MiB, MiB, MiB),
+        (500 * MiB + 1, MiB, 2 * MiB),
+        (1000 * MiB - 1, MiB, 2 * MiB),
+        (1000 * MiB, 2 * MiB, 2 * MiB),
+        (1 << 30, 2 * MiB, 4 * MiB),
+        (2000 * MiB, 4 * MiB, 4 * MiB),
+        (2000 * MiB + 1, 4 * MiB, 8 * MiB),
+        (4000 * MiB, 8 * MiB, 8 * MiB),
+        (8 << 30, 16 * MiB, 16 * MiB),
+        (200 << 30, 16 * MiB, 16 * MiB),
     ],
 )
-def test_piece_size_table(size: int, piece: int) -> None:
+def test_piece_size_table(size: int, piece: int, v1: int) -> None:
     assert piece_size_for(size) == piece
+    assert piece_size_v1(size) == v1
 
 
 @given(st.integers(0, 256 << 30))
@@ -50,8 +55,11 @@ def test_piece_size_properties(size: int) -> None:
     assert piece & (piece - 1) == 0
     count = PiecePlan(size, piece).count
     assert count <= 16_384  # the tracker's hash cap
+    if piece > MIN_PIECE_SIZE:
+        assert count >= 500  # rounded down: never fewer pieces than the target
     if piece < MAX_PIECE_SIZE:
-        assert count <= 500
+        assert count < 1000  # ... and under twice as many
+    assert piece_size_v1(size) in (piece, 2 * piece)
 
 
 def test_negative_size_refused() -> None:

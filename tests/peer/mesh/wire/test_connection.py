@@ -12,6 +12,7 @@ from peer.errors import LocalProtocolError, RemoteProtocolError
 from peer.mesh.wire.connection import NEED_DATA, Closed, PeerConnection
 from peer.mesh.wire.framing import encode_frame
 from peer.mesh.wire.messages import (
+    PROTOCOL_VERSION,
     Bitfield,
     Busy,
     Cancel,
@@ -118,7 +119,10 @@ def test_version_negotiates_down_and_too_old_is_refused() -> None:
     assert PeerConnection().version is None
     pair = ConnectionPair()
     pair.send(pair.b, Handshake(version=7, peer_id="future", max_requests=1))
-    assert pair.a.version == 1
+    assert pair.a.version == PROTOCOL_VERSION == 2
+    v1 = ConnectionPair()
+    v1.send(v1.b, Handshake(version=1, peer_id="past", max_requests=1))
+    assert v1.a.version == 1  # still spoken: no Declined, v1 piece sizes (swarm.py)
     old = PeerConnection()
     old.receive_data(encode(Handshake(version=0, peer_id="past", max_requests=1)))
     with pytest.raises(RemoteProtocolError, match="version 0"):

@@ -20,6 +20,7 @@ from peer.mesh.wire.messages import (
     Bitfield,
     Busy,
     Cancel,
+    Declined,
     Goodbye,
     Handshake,
     Have,
@@ -58,6 +59,7 @@ def header(*values: Any) -> Frame:
         (Have(digest=D, index=7), "00000027002593 03 c420" + D.hex() + "07"),
         (Piece(digest=D, index=1, data=b"xyz"), "0000002b002694 06 c420" + D.hex() + "0100 78797a"),
         (Goodbye(reason="bye"), "00000008000692 09 a3627965"),
+        (Declined(digest=D, retry_after=5), "00000027002593 0b c420" + D.hex() + "05"),
     ],
 )
 def test_wire_format_is_pinned(message: Message, wire_hex: str) -> None:
@@ -129,6 +131,11 @@ messages = st.one_of(
         retry_after=st.integers(0, 3600) | st.floats(0, 3600, allow_nan=False),
     ),
     st.builds(Goodbye, reason=st.text(max_size=256)),
+    st.builds(
+        Declined,
+        digest=digests,
+        retry_after=st.integers(0, 3600) | st.floats(0, 3600, allow_nan=False),
+    ),
 )
 
 
@@ -196,6 +203,8 @@ MALFORMED: list[tuple[str, Frame, str]] = [
     ("too many max_requests", header(1, 1, "a", MAX_REQUESTS + 1, b"", None), "max_requests"),
     ("nonce too long", header(1, 1, "a", 4, b"n" * 65, None), "nonce"),
     ("empty mac", header(1, 1, "a", 4, b"", b""), "mac"),
+    ("declined with a negative wait", header(11, D, -1), "retry_after"),
+    ("declined with no wait", header(11, D), "1 fields, expected 2"),
     ("zero-length request", header(5, D, 0, 0, 0), "length: 0"),
     ("request past the largest piece", header(5, D, 0, 1, MAX_PIECE_LENGTH), "length: 16777216"),
     ("busy with NaN", header(8, D, 0, 0, math.nan), "retry_after"),
