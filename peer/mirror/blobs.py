@@ -27,6 +27,7 @@ from peer.mirror.flight import Download
 from peer.mirror.names import Target
 from peer.mirror.ranges import ByteRange, Unsatisfiable, parse_range
 from peer.mirror.responses import BLOB_CACHE_CONTROL, content_response
+from peer.mirror.spool import spool
 
 LOGGER = logging.getLogger(__name__)
 
@@ -190,9 +191,7 @@ async def _download(
         async with ctx.source.open_blob(target, digest) as (size, chunks):
             writer = ctx.cache.new_writer(digest, expected_size=size)
             download.started(size, writer.path)
-            async for chunk in chunks:
-                writer.write(chunk)
-                download.advance(writer.written)
+            await spool(chunks, writer, download)
             if writer.written != size:
                 raise UpstreamUnavailable(
                     f"origin sent {writer.written} of {size} bytes of {digest}"

@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Final
 from peer.errors import CacheError, CacheFull, IntegrityError
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Iterator, Sequence
 
 LOGGER = logging.getLogger(__name__)
 
@@ -57,6 +57,8 @@ _DISK_FULL: Final = frozenset({errno.ENOSPC, errno.EDQUOT})
 # Room kept free on the cache disk beyond the blobs themselves: media-type sidecars, directory
 # blocks and temp-file metadata (a few pages each on ext4, xfs or tmpfs).
 _DISK_HEADROOM: Final = 256 * 1024
+# Buffers per pwritev call: Linux's IOV_MAX (UIO_MAXIOV).
+_IOV_MAX: Final = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +96,7 @@ class BlobWriter:
         self._hash = hashlib.new(digest.partition(":")[0])
         self._reserved = expected_size or 0
         self._closed = False
+        self._synced = -1  # ``written`` at the last sync_io()
 
     def write(self, data: bytes) -> None:
         """Append ``data`` to the temp file and the running hash.
@@ -105,7 +108,7 @@ class BlobWriter:
         """
         fd = self._live_fd()
         end = self.written + len(data)
-        with self._abort_on_error("writing"):
+        with self.abort_on_error("writing"):
             if self.expected_size is not None and end > self.expected_size:
                 raise IntegrityError(f"{self.digest}: over the expected {self.expected_size} bytes")
             if end > self._reserved:
@@ -115,6 +118,51 @@ class BlobWriter:
         self._hash.update(data)
         self.written = end
 
+    def append_io(self, chunks: Sequence[bytes]) -> int:
+        """The I/O half of :meth:`write` for several chunks, made to run in a worker thread.
+
+        Writes ``chunks`` in order at offset :attr:`written`, folds them into the running
+        hash and returns the new end, which the caller passes to :meth:`appended` back on
+        the trio thread. It touches only the temp file and the hash (hashlib and
+        ``os.pwrite`` release the GIL on large buffers), never the cache's books, so the
+        trio thread keeps running meanwhile; nothing else may use this writer until it
+        returns. Needs ``expected_size`` (reserved whole by :meth:`BlobCache.new_writer`).
+        Errors are raised as they come: wrap the call in :meth:`abort_on_error`.
+
+        Raises:
+            IntegrityError: The bytes would exceed ``expected_size`` (or it is unknown).
+            OSError: From the disk.
+            CacheError: The writer is already closed.
+        """
+        fd = self._live_fd()
+        pos = self.written
+        end = pos + sum(len(chunk) for chunk in chunks)
+        if self.expected_size is None or end > self.expected_size:
+            raise IntegrityError(f"{self.digest}: over the expected {self.expected_size} bytes")
+        _pwritev_all(fd, chunks, pos)
+        for chunk in chunks:
+            self._hash.update(chunk)
+        return end
+
+    def appended(self, end: int) -> None:
+        """Record an :meth:`append_io` that reached ``end`` (trio thread)."""
+        self.written = end
+
+    def verify(self) -> None:
+        """Check size and digest of what was written, before readers get the last byte.
+
+        Raises:
+            IntegrityError: Size or digest mismatch; the writer is aborted.
+        """
+        with self.abort_on_error("verifying"):
+            self._check()
+
+    def sync_io(self) -> None:
+        """``fsync`` the temp file; thread-safe like :meth:`append_io`, so that
+        :meth:`commit` does not block the event loop on the disk."""
+        os.fsync(self._live_fd())
+        self._synced = self.written
+
     def write_at(self, offset: int, data: bytes) -> None:
         """Write a piece that may arrive out of order (P2P); see :meth:`hash_through`.
 
@@ -122,7 +170,7 @@ class BlobWriter:
         :meth:`hash_through` reads them back, once everything before them is on disk.
         """
         fd = self._live_fd()
-        with self._abort_on_error("writing"):
+        with self.abort_on_error("writing"):
             if self.expected_size is None or offset < 0 or offset + len(data) > self.expected_size:
                 raise IntegrityError(f"{self.digest}: piece at {offset} outside the blob")
             view = memoryview(data)
@@ -135,7 +183,7 @@ class BlobWriter:
     def hash_through(self, end: int) -> None:
         """Bytes ``[0, end)`` are all on disk: fold ``[written, end)`` into the hash."""
         fd = self._live_fd()
-        with self._abort_on_error("hashing"):
+        with self.abort_on_error("hashing"):
             pos = self.written
             while pos < end:
                 chunk = os.pread(fd, min(end - pos, 1 << 20), pos)
@@ -159,17 +207,12 @@ class BlobWriter:
             CacheError: Bad media type, disk error, or the writer is already closed.
         """
         fd = self._live_fd()
-        with self._abort_on_error("committing"):
-            if self.expected_size is not None and self.written != self.expected_size:
-                raise IntegrityError(
-                    f"{self.digest}: got {self.written} bytes, expected {self.expected_size}"
-                )
-            actual = f"{self._hash.name}:{self._hash.hexdigest()}"
-            if actual != self.digest:
-                raise IntegrityError(f"content hashes to {actual}, expected {self.digest}")
+        with self.abort_on_error("committing"):
+            self._check()
             if media_type is not None and not (media_type and media_type.isprintable()):
                 raise CacheError(f"unusable media type {media_type!r} for {self.digest}")
-            os.fsync(fd)
+            if self._synced != self.written:
+                os.fsync(fd)
             self._fd = None
             os.close(fd)
             entry = self._cache._install(self.digest, self.path, self.written, media_type)
@@ -189,8 +232,17 @@ class BlobWriter:
         _unlink_quietly(self.path)
         self._cache._release(self)
 
+    def _check(self) -> None:
+        if self.expected_size is not None and self.written != self.expected_size:
+            raise IntegrityError(
+                f"{self.digest}: got {self.written} bytes, expected {self.expected_size}"
+            )
+        actual = f"{self._hash.name}:{self._hash.hexdigest()}"
+        if actual != self.digest:
+            raise IntegrityError(f"content hashes to {actual}, expected {self.digest}")
+
     @contextlib.contextmanager
-    def _abort_on_error(self, action: str) -> Iterator[None]:
+    def abort_on_error(self, action: str) -> Iterator[None]:
         """Abort on any exception, turning OSError (ENOSPC included) into CacheError."""
         try:
             yield
@@ -500,6 +552,20 @@ def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view) :]
+
+
+def _pwritev_all(fd: int, chunks: Sequence[bytes], pos: int) -> None:
+    """Write ``chunks`` back to back at ``pos``: one ``pwritev`` per ``_IOV_MAX`` of them."""
+    views = [memoryview(chunk) for chunk in chunks if chunk]
+    while views:
+        n = os.pwritev(fd, views[:_IOV_MAX], pos)
+        if not n:
+            raise OSError(errno.EIO, "pwritev wrote nothing")
+        pos += n
+        while views and n >= len(views[0]):  # drop what was written, keep a partial tail
+            n -= len(views.pop(0))
+        if n:
+            views[0] = views[0][n:]
 
 
 def _fsync_dir(path: Path) -> None:

@@ -32,7 +32,7 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 from urllib.parse import quote, urljoin, urlsplit
 
 import httpcore
@@ -50,6 +50,7 @@ from peer.errors import (
     UpstreamUnavailable,
 )
 from peer.mirror import auth
+from peer.mirror.blobhttp import LeanTransport
 
 LOGGER = logging.getLogger(__name__)
 
@@ -192,14 +193,24 @@ class Upstream:
     ) -> None:
         self._urls = {canonical_registry(k): v.rstrip("/") for k, v in (registries or {}).items()}
         self._credentials = {canonical_registry(k): v for k, v in (credentials or {}).items()}
+        options: dict[str, Any] = {
+            "timeout": httpx.Timeout(read_timeout, connect=connect_timeout, pool=None),
+            "headers": {"User-Agent": f"shoal/{peer.__version__}", "Accept-Encoding": "identity"},
+            "follow_redirects": False,
+        }
         self._client = httpx.AsyncClient(
             transport=transport,
-            timeout=httpx.Timeout(read_timeout, connect=connect_timeout, pool=None),
             limits=httpx.Limits(
                 max_connections=max_connections, max_keepalive_connections=max_connections
             ),
-            headers={"User-Agent": f"shoal/{peer.__version__}", "Accept-Encoding": "identity"},
-            follow_redirects=False,
+            **options,
+        )
+        # Blob bodies (GET, every hop of its redirects) go through the lean transport; a
+        # transport given for tests carries everything.
+        self._blob_client = (
+            self._client
+            if transport is not None
+            else httpx.AsyncClient(transport=LeanTransport(), **options)
         )
         self._challenges: dict[str, auth.Challenge] = {}  # origin -> last challenge it sent
         self._tokens = auth.TokenCache()
@@ -217,6 +228,7 @@ class Upstream:
         """Close pooled connections."""
         with trio.move_on_after(CLOSE_GRACE, shield=True):
             await self._client.aclose()
+            await self._blob_client.aclose()
 
     async def head_manifest(
         self, registry: str, repo: str, ref: str, accept: Sequence[str]
@@ -275,7 +287,7 @@ class Upstream:
     async def head_blob(self, registry: str, repo: str, digest: str) -> int:
         """HEAD a blob and return its size."""
         registry, repo = _names(registry, repo)
-        response = await self._request("HEAD", registry, repo, f"blobs/{digest}", None)
+        response = await self._request("HEAD", registry, repo, f"blobs/{digest}", None, lean=True)
         await _drain(response)
         size = _int_header(response, "content-length")
         if size is None:
@@ -335,7 +347,9 @@ class Upstream:
         registry, repo = _names(registry, repo)
         ranged = start > 0 or end is not None
         headers = {"Range": f"bytes={start}-{'' if end is None else end}"} if ranged else {}
-        response = await self._request("GET", registry, repo, f"blobs/{digest}", None, headers)
+        response = await self._request(
+            "GET", registry, repo, f"blobs/{digest}", None, headers, lean=True
+        )
         blob: BlobResponse | None = None
         try:
             what = _redact(response.request.url)
@@ -371,13 +385,16 @@ class Upstream:
         headers: Mapping[str, str] | None = None,
         *,
         as_client: tuple[str, str] | None = None,
+        lean: bool = False,
     ) -> httpx.Response:
         """Send ``method`` to ``/v2/<repo>/<path>``; return the open 2xx response.
 
         Follows redirects and answers challenges (see the module docstring); every other
         outcome is raised as an :class:`UpstreamError`. ``as_client``: a client's
-        credentials to use instead of the node's (access checks only).
+        credentials to use instead of the node's (access checks only). ``lean``: send
+        through :class:`~peer.mirror.blobhttp.LeanTransport` (blob bodies).
         """
+        client = self._blob_client if lean else self._client
         base = self.url_for(registry)
         url = f"{base}/v2/{quote(repo, safe='/')}/{quote(path, safe='/:')}"
         send_headers = dict(headers or {})
@@ -393,9 +410,9 @@ class Upstream:
             origin = _origin(url)
             own_scope = (f"repository:{repo}:pull",)
             authz, key = await self._authorize(origin, base, scopes.get(origin, own_scope), creds)
-            request = self._client.build_request(method, url, headers=send_headers | authz)
+            request = client.build_request(method, url, headers=send_headers | authz)
             with _mapped(f"{method} {_redact(url)}"):
-                response = await self._client.send(request, stream=True)
+                response = await client.send(request, stream=True)
             if origin == _origin(base) and "ratelimit-remaining" in response.headers:
                 self.last_ratelimit[registry] = response.headers["ratelimit-remaining"]
             status = response.status_code

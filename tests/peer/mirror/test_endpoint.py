@@ -354,6 +354,10 @@ async def test_metrics_and_healthz(registry: Registry, client: httpx.AsyncClient
     image = registry.push_oci_image(name, "v1")
     digest = image.layer_digests[0]
     await client.get(f"/v2/{name}/blobs/{digest}")
+    # The client has every byte once the digest checks out; the commit (fsync) follows.
+    with trio.fail_after(10):
+        while "shoal_downloads_in_progress 0.0" not in (await client.get("/metrics")).text:  # noqa: ASYNC110  # polling another process's view
+            await trio.sleep(0.01)
     await client.get(f"/v2/{name}/blobs/{digest}")
     assert (await client.get("/healthz")).status_code == 200
     text = (await client.get("/metrics")).text
