@@ -451,17 +451,18 @@ def body(
     )
     add(f"![{shipped_label}: the other scenarios](img/sim-scenarios.png)\n")
     add(f"### What changed between {before_label} and {shipped_label}\n")
-    if before is not None:
-        c = before.counters
-        calls, secs = before.costs["next_requests"]
+    old = before or _get(results, "s-before")
+    if old is not None:
+        c = old.counters
+        calls, secs = old.costs["next_requests"]
         add(
-            f"{before_label.capitalize()}, at {before.cfg.nodes:,} nodes: {c['origin_peak']:.0f} origin "
+            f"{before_label.capitalize()}, at {old.cfg.nodes:,} nodes: {c['origin_peak']:.0f} origin "
             "requests were in flight at once (each node keeps "
-            f"{before.cfg.scheduler.get('origin_slots', 2)} and a lease only stops two nodes "
+            f"{old.cfg.scheduler.get('origin_slots', 2)} and a lease only stops two nodes "
             "taking the same piece), so the origin's uplink was split that many ways and "
             f"the first piece went from one node to another only at {c['first_p2p_at']:.1f} s; "
             f"{c['origin_duplicate']:.0f} pieces were fetched from the origin again after "
-            f"their lease expired; links were not capped ({2 * c['links'] / before.cfg.nodes:.0f} "
+            f"their lease expired; links were not capped ({2 * c['links'] / old.cfg.nodes:.0f} "
             f"per node, at most {c['links_max']:.0f}), and with them each `next_requests` call "
             f"cost {1e6 * secs / max(calls, 1):,.0f} µs on average.\n"
         )
