@@ -25,11 +25,15 @@ from there where they exist):
   ``Swarm.find_peers``, nothing caps the total);
 * a link exchanges ``Interested`` + ``Bitfield`` both ways; every verified piece is
   announced with ``Have`` to every linked peer;
-* an origin assignment first takes a lease at the tracker (``LEASE_TTL``, never renewed or
-  released, as in ``BlobFetch._from_origin``); a refused lease is
-  ``on_busy(ORIGIN, i, now, min(max(expires - now, 0.2), LEASE_TTL))`` plus a link to the
-  holder if its address is known; a granted one is an HTTP range request to the origin
-  (one channel per request, after ``origin_rtt``);
+* an origin assignment first takes a lease at the tracker (``LEASE_TTL``); a refused lease
+  is ``on_busy(ORIGIN, i, now, min(max(expires - now, 0.2), LEASE_TTL))`` plus a link to
+  the holder if its address is known, and one refused for the blob's cap (``capped``) is
+  ``on_busy(ORIGIN, i, now, ORIGIN_RETRY)`` plus ``pause_origin``; a granted one is an
+  HTTP range request to the origin (one channel per request, after ``origin_rtt``). With
+  ``Config.lease_cap`` (shipped) the lease is renewed every ``LEASE_TTL / 2`` while the
+  fetch runs, the piece's hash goes to the tracker (``Records.put_pieces``, which ends the
+  fetch there) and a failed or abandoned fetch releases it; without (as of 054b7a7) it is
+  neither renewed nor released;
 * a piece from a peer is accepted only if its hash is known: the node refreshes the
   tracker's piece hashes at most every ``HASH_REFRESH`` s, otherwise the piece is thrown
   away with ``on_busy(peer, i, now, 0.2)``; a request unanswered after
