@@ -406,8 +406,9 @@ def body(
         "the network between them is a fluid model (what is modelled and what is not: at the "
         f"end). Two versions of the code: **{before_label}**, and **{shipped_label}**, which "
         "adds the changes this simulator led to (listed below). The issue's goals are judged "
-        f"on {shipped_label}. Each row is one run of the command above (results are cached in "
-        "`/tmp/shoal-sim`; `--reuse` writes the section from them).\n"
+        f"on {shipped_label}. Each row is one simulator run of its scenario (`--suite --only KEY` "
+        "runs one and caches its result in `/tmp/shoal-sim`; the command above wrote this "
+        "section from those results).\n"
     )
     for r, label in ((shipped, shipped_label), (before, before_label)):
         if r is not None:
