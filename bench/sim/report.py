@@ -582,8 +582,8 @@ def body(
         "re-plan at every step, exact max-min fairness, another seed). The tracker keeps "
         "peers in sets of their ids, so a run also depends on Python's string-hash seed "
         "(which holder a lookup returns first among equals); the simulator now pins it "
-        "(`PYTHONHASHSEED=0`), but the rows here ran each with its own, so their spread "
-        "measures that too:\n"
+        "(`PYTHONHASHSEED=0`), but most rows here ran before it did, each with its own seed, so "
+        "their spread measures that too:\n"
     )
     add(table(results, ["s-base", "s-dt", "s-replan", "s-exact", "s-seed"]))
     if left_out:
