@@ -9,6 +9,7 @@ refused for the cluster's cap on origin fetches pauses the origin for every piec
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Any, cast
 
@@ -17,7 +18,7 @@ import trio
 import trio.testing
 
 from peer.errors import UpstreamNotFound, UpstreamUnavailable
-from peer.mesh.fetch import LEASE_TTL, ORIGIN_RETRY, BlobFetch
+from peer.mesh.fetch import LEASE_TTL, ORIGIN_RETRY, ORIGIN_RETRY_MAX, TICK, BlobFetch
 from peer.mesh.pieces import PiecePlan
 from peer.mesh.swarm import Swarm
 from peer.metrics import NodeMetrics
@@ -144,10 +145,35 @@ async def test_capped_lease_pauses_the_origin_for_every_piece(
     cap = p.LeaseReply(granted=False, holder="busy", expires_at=0.0, capped=True)
     swarm = _Swarm(None, leases=[cap, cap], origin_time=1.0)
     fetch = _fetch(tmp_path, swarm)
-    with trio.move_on_after(0.5):
+    with trio.move_on_after(1.0):
         await fetch.run(stall_timeout=60)
     leases = [t for t, what, _ in swarm.calls if what == "lease"]
     assert leases[:2] == [0.0, 0.0]  # both origin slots asked and were refused
-    assert all(t >= ORIGIN_RETRY for t in leases[2:])  # then nothing before the pause ends
+    # then nothing before the (jittered, doubled for the second refusal) pause ends
+    assert all(t >= 0.5 * 2 * ORIGIN_RETRY for t in leases[2:])
     assert len(leases) > 2
     assert swarm.linked == ["busy", "busy"]  # the named holder is worth a link
+
+
+async def test_capped_pauses_double_up_to_the_max_and_a_grant_starts_over(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    cap = p.LeaseReply(granted=False, holder="busy", expires_at=0.0, capped=True)
+    refusals = 8  # 4 rounds: both origin slots ask at once, and each refusal doubles
+    swarm = _Swarm(None, leases=[cap] * refusals + [None] + [cap] * 4, origin_time=0.5)
+    fetch = _fetch(tmp_path, swarm)
+    with trio.move_on_after(120):
+        await fetch.run(stall_timeout=600)
+    leases = [t for t, what, _ in swarm.calls if what == "lease"]
+    rounds = sorted(set(leases[:refusals]))
+    assert len(rounds) == refusals // 2
+    for r, (a, b) in enumerate(itertools.pairwise([*rounds, leases[refusals]])):
+        longest = min(ORIGIN_RETRY * 2 ** (2 * r + 1), ORIGIN_RETRY_MAX)  # the round's 2nd
+        assert 0.5 * longest <= b - a <= 1.5 * longest + TICK, (r, leases)
+    granted_at = leases[refusals]
+    assert granted_at - rounds[-1] >= 0.5 * ORIGIN_RETRY_MAX  # it really grew to the max
+    refused_again = [t for t in leases[refusals + 1 :] if t > granted_at]
+    # a grant starts the streak over: the next pause is short again
+    assert refused_again
+    later = [t for t in leases if t > refused_again[0]]
+    assert later[0] - refused_again[0] <= 1.5 * 2 * ORIGIN_RETRY + TICK
