@@ -315,7 +315,14 @@ class Swarm:
         self._send_bitfield(link, digest)
 
     async def find_peers(self, digest: str, fetch: BlobFetch) -> None:
-        """Look the blob up at the tracker and link to holders while we have too few."""
+        """Look the blob up at the tracker and link to holders while we have too few.
+
+        With a full set of peers for the blob there is nobody to dial: no lookup (in a
+        1,000-node crowd that is most nodes most of the time, and a lookup a second each
+        would be the tracker's largest load).
+        """
+        if self.blob_peers.count(digest, self.links) >= self.blob_peers.dial_cap:
+            return
         try:
             peers = await self.tracker.lookup(digest, limit=MAX_LINKS_PER_BLOB * 2)
         except TrackerError:

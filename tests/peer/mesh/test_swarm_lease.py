@@ -1,12 +1,16 @@
-"""Swarm.lease/release against a canned tracker: which replies let us fetch from the origin."""
+"""Swarm's tracker calls for a fetch against a canned tracker: which lease replies let us
+fetch from the origin, releases, and lookups only while we have room for more peers."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import httpx
 import pytest
 
+from peer.mesh.blobpeers import BlobPeers
 from peer.mesh.swarm import Swarm
 from peer.mesh.tracker_client import TrackerClient
 from peer.metrics import NodeMetrics
@@ -69,3 +73,27 @@ async def test_release_is_a_zero_ttl_lease_and_never_raises(tmp_path: Path) -> N
     await swarm.release(D, 3)
     await swarm.release(D, 3)  # tracker down: the lease expires on its own
     assert asked == [0.0, 0.0]
+
+
+async def test_no_lookup_while_the_blob_has_all_the_peers_we_dial(tmp_path: Path) -> None:
+    looked: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        looked.append(p.decode(p.Lookup, request.content).digest)
+        reply = p.LookupReply(digest=D, size=1, peers=())
+        return httpx.Response(200, content=p.encode(reply), headers={"content-type": p.MEDIA_TYPE})
+
+    cache = BlobCache(tmp_path, max_bytes=1 << 20)
+    cache.open()
+    http = httpx.AsyncClient(transport=httpx.MockTransport(handler))
+    swarm = Swarm(
+        peer_id="me", advertise="127.0.0.1", cache=cache, flights=Flights(),
+        upstream=Upstream({}), metrics=NodeMetrics(),
+        tracker=TrackerClient("http://tracker", peer_id="me", session=b"s" * 16, client=http),
+    )  # fmt: skip
+    fetch: Any = SimpleNamespace(plan=SimpleNamespace(size=1))
+    await swarm.find_peers(D, fetch)
+    assert looked == [D]
+    swarm.blob_peers = BlobPeers(dial_cap=0)  # full: nobody to dial
+    await swarm.find_peers(D, fetch)
+    assert looked == [D]
