@@ -20,7 +20,11 @@ from typing import Any, Final
 from tracker.activity import DEFAULT_TRAFFIC_INTERVAL
 from tracker.auth import ClusterKeys
 from tracker.errors import ConfigError
-from tracker.model import DEFAULT_ANNOUNCE_INTERVAL, DEFAULT_PEER_TTL
+from tracker.model import (
+    DEFAULT_ANNOUNCE_INTERVAL,
+    DEFAULT_MAX_ORIGIN_FETCHES,
+    DEFAULT_PEER_TTL,
+)
 
 #: The tracker's registered default port (peer HTTP is 5050, peer P2P 5051).
 DEFAULT_PORT: Final = 5052
@@ -28,7 +32,7 @@ _DURATION_UNITS: Final = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 _TRUE: Final = frozenset({"1", "true", "yes", "on"})
 _FALSE: Final = frozenset({"0", "false", "no", "off"})
 
-#: (flag, kind, help): every setting, in --help order. Kinds: str, bool, duration, list.
+#: (flag, kind, help): every setting, in --help order. Kinds: str, bool, duration, list, int.
 FLAGS: Final = (
     ("listen", "str", f"HOST:PORT to serve on (default 0.0.0.0:{DEFAULT_PORT})"),
     ("store", "str", "'memory' (default), redis://HOST:PORT/DB or unix:///path/redis.sock"),
@@ -44,6 +48,9 @@ FLAGS: Final = (
     ("traffic-interval", "duration",
      "sample origin vs peer bytes for the status page's chart this often "
      f"(default {DEFAULT_TRAFFIC_INTERVAL:g}s)"),
+    ("max-origin-fetches", "int",
+     "origin fetches of one blob in flight cluster-wide, through leases; 0: no cap "
+     f"(default {DEFAULT_MAX_ORIGIN_FETCHES})"),
 )  # fmt: skip
 
 
@@ -61,6 +68,7 @@ class TrackerConfig:
     announce_interval: float = DEFAULT_ANNOUNCE_INTERVAL
     peer_ttl: float = DEFAULT_PEER_TTL
     traffic_interval: float = DEFAULT_TRAFFIC_INTERVAL
+    max_origin_fetches: int = DEFAULT_MAX_ORIGIN_FETCHES
 
 
 def parse_duration(text: str | float) -> float:
@@ -182,7 +190,14 @@ def _validate(raw: Mapping[str, Any]) -> TrackerConfig:
     for key in ("announce_interval", "peer_ttl", "traffic_interval"):
         if key in raw:
             kw[key] = parse_duration(raw[key])
+    if "max_origin_fetches" in raw:
+        text = str(raw["max_origin_fetches"]).strip()
+        if isinstance(raw["max_origin_fetches"], bool) or not text.isdigit():
+            raise ConfigError(f"--max-origin-fetches wants a whole number, got {text!r}")
+        kw["max_origin_fetches"] = int(text)
     config = TrackerConfig(**kw)
+    if not 0 <= config.max_origin_fetches <= 100_000:
+        raise ConfigError("--max-origin-fetches must be between 0 (no cap) and 100000")
     if not 1.0 <= config.announce_interval <= 3600.0:
         raise ConfigError("--announce-interval must be between 1s and 1h")
     if not 2 * config.announce_interval <= config.peer_ttl <= 86_400.0:

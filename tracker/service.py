@@ -98,7 +98,11 @@ async def serve(
         store: Use this store instead of opening ``config.store`` (tests, ``shoal up``).
         clock: Wall clock in Unix seconds.
     """
-    policy = Policy(announce_interval=config.announce_interval, peer_ttl=config.peer_ttl)
+    policy = Policy(
+        announce_interval=config.announce_interval,
+        peer_ttl=config.peer_ttl,
+        max_origin_fetches=config.max_origin_fetches,
+    )
     store = store if store is not None else open_store(config.store, policy)
     keys = ClusterKeys.parse(config.cluster_secret) if config.cluster_secret else None
     app = TrackerApp(store, admin_token=config.admin_token, clock=clock, cluster_keys=keys)

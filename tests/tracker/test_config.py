@@ -21,7 +21,7 @@ def test_every_flag() -> None:
         [
             "--listen", "127.0.0.1:6000", "--store", "redis://r:6379/2", "--admin-token", "t",
             "--no-mdns", "--mdns-interface", "127.0.0.1", "--mdns-interface", "10.0.0.1",
-            "--announce-interval", "10s", "--peer-ttl", "1m",
+            "--announce-interval", "10s", "--peer-ttl", "1m", "--max-origin-fetches", "0",
         ],
         environ={},
     )  # fmt: skip
@@ -34,7 +34,16 @@ def test_every_flag() -> None:
         mdns_interfaces=("127.0.0.1", "10.0.0.1"),
         announce_interval=10.0,
         peer_ttl=60.0,
+        max_origin_fetches=0,
     )
+
+
+def test_max_origin_fetches_from_env_and_toml(tmp_path: Path) -> None:
+    assert TrackerConfig().max_origin_fetches == 16
+    assert parse_args([], environ={"SHOAL_MAX_ORIGIN_FETCHES": "64"}).max_origin_fetches == 64
+    toml = tmp_path / "t.toml"
+    toml.write_text("max_origin_fetches = 4\n")
+    assert parse_args(["--config", str(toml)], environ={}).max_origin_fetches == 4
 
 
 def test_env_then_toml_then_default(tmp_path: Path) -> None:
@@ -73,6 +82,9 @@ def test_toml_at_top_level_and_env_lists(tmp_path: Path) -> None:
         (["--announce-interval", "60s", "--peer-ttl", "90s"], {}, "--peer-ttl"),
         (["--peer-ttl", "2d"], {}, "duration"),
         ([], {"SHOAL_MDNS": "maybe"}, "--mdns"),
+        (["--max-origin-fetches", "-1"], {}, "--max-origin-fetches"),
+        (["--max-origin-fetches", "lots"], {}, "--max-origin-fetches"),
+        (["--max-origin-fetches", "200000"], {}, "--max-origin-fetches"),
         ([], {"SHOAL_CONFIG": "/nonexistent/shoal.toml"}, "cannot read"),
     ],
 )
