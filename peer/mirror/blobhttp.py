@@ -46,6 +46,8 @@ HEAD_READ_SIZE: Final = 16 * 1024
 MAX_IDLE_PER_ORIGIN: Final = 8
 
 _Origin = tuple[str, str, int]
+#: Response extension holding the body stream, for :meth:`RawBody.receive_into`.
+RAW_BODY: Final = "shoal.raw_body"
 
 
 class LeanTransport(httpx.AsyncBaseTransport):
@@ -146,7 +148,7 @@ class LeanTransport(httpx.AsyncBaseTransport):
         except BaseException:
             await trio.aclose_forcefully(stream)
             raise
-        body = _Body(self, request, origin, stream, reader, read_timeout)
+        body = RawBody(self, request, origin, stream, reader, read_timeout)
         return httpx.Response(
             event.status_code,
             headers=event.headers,
@@ -155,11 +157,12 @@ class LeanTransport(httpx.AsyncBaseTransport):
             extensions={
                 "http_version": b"HTTP/" + event.http_version,
                 "reason_phrase": event.reason,
+                RAW_BODY: body,
             },
         )
 
 
-class _Body(httpx.AsyncByteStream):
+class RawBody(httpx.AsyncByteStream):
     """A response body straight off the connection; returns it to the pool when done."""
 
     def __init__(
@@ -177,6 +180,7 @@ class _Body(httpx.AsyncByteStream):
         self._stream: trio.abc.Stream | None = stream
         self._reader = reader
         self._read_timeout = read_timeout
+        self._stash = memoryview(b"")
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         reader, request = self._reader, self._request
@@ -193,6 +197,43 @@ class _Body(httpx.AsyncByteStream):
                         chunk = await self._stream.receive_some(reader.read_hint(READ_SIZE))
                 with _mapped(request, httpx.ReadTimeout, httpx.RemoteProtocolError):
                     reader.receive_data(bytes(chunk))  # no copy: it is bytes already
+        raise httpx.ReadError("response closed", request=request)
+
+    async def receive_into(self, buffer: memoryview) -> int:
+        """Read body bytes straight into ``buffer``; 0 at the end of the body.
+
+        The fast path for big bodies: one copy, kernel to ``buffer``, and no allocation.
+        Do not mix with iterating the body.
+        """
+        reader, request = self._reader, self._request
+        while self._stream is not None:
+            if self._stash:  # a Data event larger than the caller's buffer
+                n = min(len(buffer), len(self._stash))
+                buffer[:n] = self._stash[:n]
+                self._stash = self._stash[n:]
+                return n
+            with _mapped(request, httpx.ReadTimeout, httpx.RemoteProtocolError):
+                event = reader.next_event()
+            if isinstance(event, h11.Data):
+                self._stash = memoryview(event.data)
+                continue
+            if isinstance(event, h11.EndOfMessage):
+                return 0
+            sock = _socket_of(self._stream)
+            if not reader.passthrough or sock is None:  # chunked, TLS: h11 or a copy
+                with _mapped(request, httpx.ReadTimeout, httpx.ReadError):
+                    with trio.fail_after(self._read_timeout):
+                        chunk = await self._stream.receive_some(reader.read_hint(READ_SIZE))
+                with _mapped(request, httpx.ReadTimeout, httpx.RemoteProtocolError):
+                    reader.receive_data(bytes(chunk))
+                continue
+            with _mapped(request, httpx.ReadTimeout, httpx.ReadError):
+                with trio.fail_after(self._read_timeout):
+                    n = await sock.recv_into(buffer, reader.read_hint(len(buffer)))
+            with _mapped(request, httpx.ReadTimeout, httpx.RemoteProtocolError):
+                reader.consumed(n)
+            if n:
+                return n
         raise httpx.ReadError("response closed", request=request)
 
     async def aclose(self) -> None:

@@ -188,10 +188,10 @@ async def _download(
                 ctx.metrics.swarm_downloads.dec()
             download.finish()
             return
-        async with ctx.source.open_blob(target, digest) as (size, chunks):
+        async with ctx.source.open_blob(target, digest) as (size, body):
             writer = ctx.cache.new_writer(digest, expected_size=size)
             download.started(size, writer.path)
-            await spool(chunks, writer, download)
+            await spool(body, writer, download)
             if writer.written != size:
                 raise UpstreamUnavailable(
                     f"origin sent {writer.written} of {size} bytes of {digest}"

@@ -118,7 +118,7 @@ class BlobWriter:
         self._hash.update(data)
         self.written = end
 
-    def append_io(self, chunks: Sequence[bytes]) -> int:
+    def append_io(self, chunks: Sequence[bytes | bytearray | memoryview]) -> int:
         """The I/O half of :meth:`write` for several chunks, made to run in a worker thread.
 
         Writes ``chunks`` in order at offset :attr:`written`, folds them into the running
@@ -554,7 +554,7 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
-def _pwritev_all(fd: int, chunks: Sequence[bytes], pos: int) -> None:
+def _pwritev_all(fd: int, chunks: Sequence[bytes | bytearray | memoryview], pos: int) -> None:
     """Write ``chunks`` back to back at ``pos``: one ``pwritev`` per ``_IOV_MAX`` of them."""
     views = [memoryview(chunk) for chunk in chunks if chunk]
     while views:

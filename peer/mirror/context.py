@@ -21,13 +21,21 @@ from peer.mirror.tags import TagCache, TagEntry
 from peer.mirror.upstream import Upstream
 
 
+class BlobBody(Protocol):
+    """An open blob body: bytes in order, read into the caller's buffers."""
+
+    async def readinto(self, buffer: memoryview) -> int:
+        """Fill some of ``buffer``; 0 once the body is complete. Raises if it breaks off."""
+        ...
+
+
 class BlobSource(Protocol):
     """Where a missing blob's bytes come from: the origin, or the P2P mesh in front of it."""
 
     def open_blob(
         self, target: Target, digest: str
-    ) -> AbstractAsyncContextManager[tuple[int, AsyncIterator[bytes]]]:
-        """Yields ``(size, chunks)``: the size before any byte, then the bytes in order."""
+    ) -> AbstractAsyncContextManager[tuple[int, BlobBody]]:
+        """Yields ``(size, body)``: the size before any byte, then the body."""
         ...
 
 
@@ -40,20 +48,24 @@ class OriginSource:
 
     def open_blob(
         self, target: Target, digest: str
-    ) -> AbstractAsyncContextManager[tuple[int, AsyncIterator[bytes]]]:
+    ) -> AbstractAsyncContextManager[tuple[int, BlobBody]]:
         return self._open(target, digest)
 
     @asynccontextmanager
-    async def _open(
-        self, target: Target, digest: str
-    ) -> AsyncIterator[tuple[int, AsyncIterator[bytes]]]:
+    async def _open(self, target: Target, digest: str) -> AsyncIterator[tuple[int, BlobBody]]:
         async with self.upstream.open_blob(target.registry, target.repository, digest) as resp:
-            yield resp.size, self._count(resp.chunks())
+            yield resp.size, _Counted(resp, self.metrics)
 
-    async def _count(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-        async for chunk in chunks:
-            self.metrics.upstream_bytes.inc(len(chunk))
-            yield chunk
+
+class _Counted:
+    def __init__(self, body: BlobBody, metrics: NodeMetrics) -> None:
+        self._body = body
+        self._metrics = metrics
+
+    async def readinto(self, buffer: memoryview) -> int:
+        n = await self._body.readinto(buffer)
+        self._metrics.upstream_bytes.inc(n)
+        return n
 
 
 # A remote tag memory (the tracker's), consulted when the origin cannot resolve a tag.

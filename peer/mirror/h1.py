@@ -7,8 +7,9 @@ hundreds of MB/s. A blob body almost always has a ``Content-Length`` (the OCI di
 spec requires it on a ``GET`` of a blob), so once h11 has parsed the head, a
 :class:`ResponseReader` counts the body bytes itself and passes them through untouched;
 :meth:`ResponseReader.read_hint` tells the shell how much it may read without running past
-the body, so a pooled connection never swallows a byte of the next response. Chunked and
-close-delimited bodies, rare here, stay with h11.
+the body, so a pooled connection never swallows a byte of the next response; a shell that
+reads straight into its own buffer (``recv_into``) reports the count with
+:meth:`ResponseReader.consumed`. Chunked and close-delimited bodies, rare here, stay with h11.
 
 Events are h11's own (``h11.Response``, ``h11.Data``, ``h11.EndOfMessage``, ``h11.NEED_DATA``),
 in h11's order. Errors are h11's: :class:`h11.RemoteProtocolError` for a peer's fault (a body
@@ -88,6 +89,20 @@ class ResponseReader:
         if len(data) > due:
             self._fail(f"{len(data) - due} bytes past the end of a {self._method.decode()} body")
         self._pending.append(data)
+
+    def consumed(self, nbytes: int) -> None:
+        """``nbytes`` of a passthrough body were read straight into the caller's buffer
+        (``recv_into``), after every pending ``Data`` event was taken; ``0`` means end of
+        file. Afterwards :meth:`next_event` says ``EndOfMessage`` or ``NEED_DATA``."""
+        self._check()
+        if self._remaining is None or self._pending:
+            raise h11.LocalProtocolError("consumed() is for passthrough bodies, events first")
+        if not nbytes:
+            self.receive_data(b"")
+            return
+        if nbytes > self._remaining:
+            self._fail(f"{nbytes - self._remaining} bytes past the end of the body")
+        self._remaining -= nbytes
 
     def next_event(self) -> Event:
         """The next event, or ``h11.NEED_DATA``."""

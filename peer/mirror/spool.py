@@ -8,10 +8,11 @@ writes were a third of the loop's time). Here the loop only receives; a worker t
 GIL on large buffers, so that work runs on the other core while the loop keeps receiving
 and ``sendfile``-ing to clients.
 
-Batching adapts to load: whatever arrived while the worker was busy goes over in one
-batch, so an idle node hands over each chunk at once (low latency) and a busy one hands
-over up to :data:`MAX_PENDING` bytes per thread trip (few wake-ups). Receiving pauses
-while that much waits, which is the back-pressure on the origin.
+Bytes go from the socket straight into a few reusable buffers (``recv_into``; see
+:data:`BUFFERS`), and a filled buffer goes to the worker whole. Batching adapts to load:
+when the worker is idle, each read is handed over at once (low latency); when it is busy,
+the next buffer fills up first (one thread trip per :data:`BUFFER_SIZE`). With every buffer
+waiting for the worker, receiving pauses: that is the back-pressure on the origin.
 
 Readers (:class:`~peer.mirror.flight.Download`) are woken once per batch, never with bytes
 that are not on disk. The last byte is held back until the digest is verified, so a
@@ -21,63 +22,73 @@ byte short. The ``fsync`` of the commit also runs in the worker, off the event l
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import Final
+from collections import deque
+from typing import TYPE_CHECKING, Final
 
 import trio
 
-from peer.mirror.cache import BlobWriter
-from peer.mirror.flight import Download
+if TYPE_CHECKING:
+    from peer.mirror.cache import BlobWriter
+    from peer.mirror.context import BlobBody
+    from peer.mirror.flight import Download
 
-# Receive pauses while this much waits for the worker: 8 MiB is about 5 ms of sha256 on
-# one core (≈1.5 GB/s with SHA-NI), big enough that a thread trip (tens of µs) is noise,
-# and small enough per download for hundreds of concurrent cold pulls.
-MAX_PENDING: Final = 8 * 1024 * 1024
+# Receive buffers per download, allocated once and reused: the loop fills one while the
+# worker hashes and writes another. Fresh ``bytes`` per read (and freeing them a batch
+# later) cost page faults and, with two threads, TLB shootdowns: in py-spy and in CPU
+# seconds per pull that churn cost more than the copies it replaced.
+BUFFERS: Final = 3
+# One buffer: 4 MiB is ~3 ms of sha256 on one core (≈1.5 GB/s with SHA-NI), so a thread
+# trip (tens of µs) is noise; 12 MiB per cold download in flight.
+BUFFER_SIZE: Final = 4 * 1024 * 1024
 
 
-class _Batches:
-    """The hand-over between the receiving task and the worker: a byte-bounded queue.
+class _Pool:
+    """Buffers between the receiving task and the worker: free ones, and filled ones in order.
 
     One task waits on each side, and each makes a fresh event right after checking its
     condition, with no checkpoint in between, so no wake-up is lost.
     """
 
-    def __init__(self) -> None:
-        self.chunks: list[bytes] = []
-        self.nbytes = 0
+    def __init__(self, count: int, size: int) -> None:
+        self.free = [bytearray(size) for _ in range(count)]
+        self.filled: deque[tuple[bytearray, int]] = deque()
         self.closed = False
-        self._data = trio.Event()
-        self._room = trio.Event()
+        self.worker_waiting = False
+        self._filled = trio.Event()
+        self._freed = trio.Event()
 
-    def put(self, chunk: bytes) -> None:
-        self.chunks.append(chunk)
-        self.nbytes += len(chunk)
-        self._data.set()
+    def put(self, buffer: bytearray, nbytes: int) -> None:
+        self.filled.append((buffer, nbytes))
+        self._filled.set()
 
     def close(self) -> None:
         self.closed = True
-        self._data.set()
+        self._filled.set()
 
-    def take(self) -> list[bytes]:
-        batch, self.chunks, self.nbytes = self.chunks, [], 0
-        self._room.set()
-        return batch
+    def release(self, buffer: bytearray) -> None:
+        self.free.append(buffer)
+        self._freed.set()
 
-    async def wait_data(self) -> None:
-        """Until there are chunks or the queue is closed."""
-        while not self.chunks and not self.closed:
-            self._data = trio.Event()
-            await self._data.wait()
+    async def get_free(self) -> bytearray:
+        while not self.free:
+            self._freed = trio.Event()
+            await self._freed.wait()
+        return self.free.pop()
 
-    async def wait_room(self, limit: int) -> None:
-        """Until fewer than ``limit`` bytes wait."""
-        while self.nbytes >= limit:
-            self._room = trio.Event()
-            await self._room.wait()
+    async def get_filled(self) -> tuple[bytearray, int] | None:
+        """The oldest filled buffer, or None once closed and drained."""
+        while not self.filled and not self.closed:
+            self._filled = trio.Event()
+            self.worker_waiting = True
+            try:
+                await self._filled.wait()
+            finally:
+                self.worker_waiting = False
+        return self.filled.popleft() if self.filled else None
 
 
-async def spool(chunks: AsyncIterator[bytes], writer: BlobWriter, download: Download) -> None:
-    """Write ``chunks`` through ``writer``, verify, sync; wake ``download``'s readers.
+async def spool(body: BlobBody, writer: BlobWriter, download: Download) -> None:
+    """Write ``body`` through ``writer``, verify, sync; wake ``download``'s readers.
 
     Leaves the writer verified and synced, ready for :meth:`BlobWriter.commit`. On any
     error the writer is aborted (the caller's cleanup may call ``abort`` again).
@@ -85,25 +96,22 @@ async def spool(chunks: AsyncIterator[bytes], writer: BlobWriter, download: Down
     Raises:
         IntegrityError: The bytes overrun the expected size or do not match the digest.
         CacheError: The disk failed.
-        Exception: Whatever ``chunks`` raises (the origin failing).
+        Exception: Whatever ``body`` raises (the origin failing).
     """
     size = writer.expected_size
     if size is None:
         raise ValueError("spool() needs a writer with an expected size")
-    batches = _Batches()
+    pool = _Pool(BUFFERS, max(1, min(BUFFER_SIZE, size)))
     failure: list[Exception] = []  # the first error of either side (no ExceptionGroup)
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(_worker, batches, writer, download, size, failure, nursery)
+        nursery.start_soon(_worker, pool, writer, download, size, failure, nursery)
         try:
-            async for chunk in chunks:
-                if chunk:
-                    batches.put(chunk)
-                    await batches.wait_room(MAX_PENDING)
+            await _receive(body, pool)
         except Exception as exc:  # the origin failed: the worker stops, we report it
             failure.append(exc)
             nursery.cancel_scope.cancel()
         finally:
-            batches.close()
+            pool.close()
     if failure:
         raise failure[0]
     if writer.written == size:
@@ -111,8 +119,24 @@ async def spool(chunks: AsyncIterator[bytes], writer: BlobWriter, download: Down
             await trio.to_thread.run_sync(writer.sync_io)
 
 
+async def _receive(body: BlobBody, pool: _Pool) -> None:
+    eof = False
+    while not eof:
+        buffer = await pool.get_free()
+        view = memoryview(buffer)
+        filled = 0
+        while filled < len(buffer):
+            n = await body.readinto(view[filled:])
+            eof = not n
+            filled += n
+            if eof or pool.worker_waiting:
+                break  # the end, or hand over at once: the worker is idle
+        if filled:
+            pool.put(buffer, filled)
+
+
 async def _worker(
-    batches: _Batches,
+    pool: _Pool,
     writer: BlobWriter,
     download: Download,
     size: int,
@@ -120,13 +144,12 @@ async def _worker(
     nursery: trio.Nursery,
 ) -> None:
     try:
-        while True:
-            await batches.wait_data()
-            if not batches.chunks:
-                return
-            batch = batches.take()
+        while (item := await pool.get_filled()) is not None:
+            buffer, nbytes = item
             with writer.abort_on_error("writing"):
+                batch = [memoryview(buffer)[:nbytes]]
                 end = await trio.to_thread.run_sync(writer.append_io, batch)
+            pool.release(buffer)
             writer.appended(end)
             if end == size:
                 writer.verify()  # before readers get the last byte

@@ -50,7 +50,7 @@ from peer.errors import (
     UpstreamUnavailable,
 )
 from peer.mirror import auth
-from peer.mirror.blobhttp import LeanTransport
+from peer.mirror.blobhttp import RAW_BODY, LeanTransport, RawBody
 
 LOGGER = logging.getLogger(__name__)
 
@@ -135,6 +135,10 @@ class BlobResponse:
         self.length = length
         self._response = response
         self._usable = True  # until chunks() is called or open_blob()'s context exits
+        self._received: int | None = None  # readinto(): bytes so far
+        self._raw: RawBody | None = None
+        self._chunks: AsyncIterator[bytes] | None = None  # readinto() without a RawBody
+        self._stash = memoryview(b"")
 
     async def chunks(self) -> AsyncIterator[bytes]:
         """Yield the raw (never decoded) body bytes; call once, inside the context.
@@ -164,6 +168,50 @@ class BlobResponse:
             await _aclose_iter(raw)
         if received < self.length:
             raise UpstreamUnavailable(f"{what}: body ended at {received} of {self.length} bytes")
+
+    async def readinto(self, buffer: memoryview) -> int:
+        """Read body bytes into ``buffer``; 0 once all ``length`` bytes came. Inside the context.
+
+        Through :class:`~peer.mirror.blobhttp.LeanTransport` the bytes go from the socket
+        straight into ``buffer``; other transports (tests) are copied from :meth:`chunks`.
+        Do not mix with :meth:`chunks`.
+
+        Raises:
+            UpstreamUnavailable: The body broke off or ended before ``length`` bytes.
+            UpstreamProtocolError: The body ran past ``length``.
+        """
+        what = _redact(self._response.request.url)
+        if self._received is None:
+            if not self._usable:
+                raise RuntimeError("BlobResponse.readinto() works inside open_blob() only")
+            self._received = 0
+            raw = self._response.extensions.get(RAW_BODY)
+            self._raw = raw if isinstance(raw, RawBody) else None
+            if self._raw is None:
+                self._chunks = self.chunks()
+        if self._raw is not None:
+            with _mapped(f"reading {what}"):
+                n = await self._raw.receive_into(buffer[: self.length - self._received + 1])
+        else:
+            assert self._chunks is not None
+            if not self._stash:
+                self._stash = memoryview(await anext(self._chunks, b""))
+            n = min(len(buffer), len(self._stash))
+            buffer[:n] = self._stash[:n]
+            self._stash = self._stash[n:]
+        self._received += n
+        if self._received > self.length:
+            raise UpstreamProtocolError(f"{what}: body longer than {self.length} bytes")
+        if not n and self._received < self.length:
+            raise UpstreamUnavailable(
+                f"{what}: body ended at {self._received} of {self.length} bytes"
+            )
+        return n
+
+    async def aclose(self) -> None:
+        """Finish the fallback iterator of :meth:`readinto`, if any."""
+        if self._chunks is not None:
+            await _aclose_iter(self._chunks)
 
 
 class Upstream:
@@ -373,6 +421,7 @@ class Upstream:
         finally:
             if blob is not None:
                 blob._usable = False
+                await blob.aclose()
             await _aclose(response)
 
     async def _request(

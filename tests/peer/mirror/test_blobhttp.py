@@ -8,7 +8,7 @@ import httpx
 import pytest
 import trio
 
-from peer.mirror.blobhttp import LeanTransport
+from peer.mirror.blobhttp import RAW_BODY, LeanTransport, RawBody
 
 Script = Callable[[trio.SocketStream, int], Awaitable[None]]
 
@@ -124,3 +124,25 @@ async def test_connect_errors_and_unsupported_requests() -> None:
             await client.get(f"http://127.0.0.1:{port}/")
         with pytest.raises(httpx.UnsupportedProtocol):
             await client.post(f"http://127.0.0.1:{port}/", content=b"x")
+
+
+@pytest.mark.parametrize("buffer_size", [1, 7, 1 << 20])
+async def test_receive_into_the_callers_buffer(nursery: trio.Nursery, buffer_size: int) -> None:
+    body = bytes(i % 251 for i in range(20_000))
+
+    async def script(stream: trio.SocketStream, _: int) -> None:
+        while await _request_head(stream):
+            await stream.send_all(_ok(body))  # the head and the first bytes in one segment
+
+    url, accepted = await _origin(nursery, script)
+    async with httpx.AsyncClient(transport=LeanTransport()) as client:
+        for _ in range(2):
+            async with client.stream("GET", f"{url}/x") as response:
+                raw = response.extensions[RAW_BODY]
+                assert isinstance(raw, RawBody)
+                got = bytearray()
+                buffer = bytearray(buffer_size)
+                while n := await raw.receive_into(memoryview(buffer)):
+                    got += buffer[:n]
+            assert bytes(got) == body
+    assert len(accepted) == 1

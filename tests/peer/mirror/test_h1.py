@@ -177,3 +177,36 @@ def test_data_after_eof_is_our_bug() -> None:
     reader.receive_data(b"")
     with pytest.raises(h11.LocalProtocolError):
         reader.receive_data(b"x")
+
+
+def test_bytes_read_into_the_callers_buffer_are_counted() -> None:
+    reader = ResponseReader()
+    reader.request(b"GET", b"/", [(b"host", b"h")])
+    reader.receive_data(HEAD + b"012")
+    assert isinstance(reader.next_event(), h11.Response)
+    with pytest.raises(h11.LocalProtocolError):
+        reader.consumed(3)  # the pending Data event comes first
+    assert reader.next_event() == h11.Data(data=b"012")
+    assert reader.next_event() is h11.NEED_DATA
+    assert reader.read_hint(1 << 20) == 7
+    reader.consumed(4)
+    assert reader.next_event() is h11.NEED_DATA
+    reader.consumed(3)
+    assert reader.next_event() == h11.EndOfMessage()
+    assert reader.reusable
+
+
+def test_counted_bytes_past_the_end_or_an_early_eof_are_remote_errors() -> None:
+    for consumed, match in ((11, "past the end"), (0, "cut short")):
+        reader = ResponseReader()
+        reader.request(b"GET", b"/", [(b"host", b"h")])
+        reader.receive_data(HEAD)
+        assert isinstance(reader.next_event(), h11.Response)
+        with pytest.raises(h11.RemoteProtocolError, match=match):
+            _consume_then_next(reader, consumed)
+        assert not reader.reusable
+
+
+def _consume_then_next(reader: ResponseReader, nbytes: int) -> None:
+    reader.consumed(nbytes)
+    reader.next_event()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -26,12 +26,27 @@ def _cache(tmp_path: Path) -> BlobCache:
     return cache
 
 
-async def _chunks(parts: Sequence[bytes], error: Exception | None = None) -> AsyncIterator[bytes]:
-    for part in parts:
+class _Body:
+    """A scripted blob body: ``parts`` one read each (split to fit), then ``error`` or EOF."""
+
+    def __init__(self, parts: Sequence[bytes], error: Exception | None = None) -> None:
+        self._parts = [part for part in parts if part]
+        self._error = error
+
+    async def readinto(self, buffer: memoryview) -> int:
         await trio.lowlevel.checkpoint()
-        yield part
-    if error is not None:
-        raise error
+        if not self._parts:
+            if self._error is not None:
+                raise self._error
+            return 0
+        part = self._parts[0]
+        n = min(len(buffer), len(part))
+        buffer[:n] = part[:n]
+        if n == len(part):
+            self._parts.pop(0)
+        else:
+            self._parts[0] = part[n:]
+        return n
 
 
 def _watch(download: Download, seen: list[int]) -> None:
@@ -55,7 +70,7 @@ async def test_bytes_are_written_hashed_and_handed_to_readers(
     download.started(len(data), writer.path)
     seen: list[int] = []
     _watch(download, seen)
-    await spool(_chunks(parts), writer, download)
+    await spool(_Body(parts), writer, download)
     assert writer.written == len(data)
     assert seen == sorted(seen)
     assert seen[-1] == len(data)
@@ -72,7 +87,7 @@ async def test_a_wrong_digest_never_releases_the_last_byte(tmp_path: Path) -> No
     seen: list[int] = []
     _watch(download, seen)
     with pytest.raises(IntegrityError, match="hashes to"):
-        await spool(_chunks([data[:1000], data[1000:]]), writer, download)
+        await spool(_Body([data[:1000], data[1000:]]), writer, download)
     assert all(written < len(data) for written in seen)
     assert not writer.path.exists()  # aborted: the temp file is gone
     assert cache.reserved_bytes == 0
@@ -84,7 +99,7 @@ async def test_an_origin_failure_is_raised_and_the_writer_aborted(tmp_path: Path
     download = Download(writer.digest)
     download.started(100, writer.path)
     with pytest.raises(UpstreamUnavailable, match="cut"):
-        await spool(_chunks([b"x" * 40], UpstreamUnavailable("cut")), writer, download)
+        await spool(_Body([b"x" * 40], UpstreamUnavailable("cut")), writer, download)
     writer.abort()  # what blobs._download's cleanup does: idempotent
     assert not writer.path.exists()
     assert download.written < 100
@@ -96,7 +111,7 @@ async def test_too_many_bytes_fail_in_the_worker(tmp_path: Path) -> None:
     download = Download(writer.digest)
     download.started(100, writer.path)
     with pytest.raises(IntegrityError, match="over the expected"):
-        await spool(_chunks([b"x" * 60, b"x" * 60]), writer, download)
+        await spool(_Body([b"x" * 60, b"x" * 60]), writer, download)
     assert not writer.path.exists()
 
 
@@ -113,14 +128,14 @@ async def test_disk_errors_become_cache_errors(
 
     monkeypatch.setattr("peer.mirror.cache.os.pwritev", full)
     with pytest.raises(CacheError, match="disk is full"):
-        await spool(_chunks([b"x" * 100]), writer, download)
+        await spool(_Body([b"x" * 100]), writer, download)
     assert not writer.path.exists()
 
 
 async def test_receiving_waits_while_the_worker_is_behind(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(spool_module, "MAX_PENDING", 100)
+    monkeypatch.setattr(spool_module, "BUFFER_SIZE", 100)
     data = bytes(range(256)) * 40
     parts = [data[i : i + 64] for i in range(0, len(data), 64)]
     cache = _cache(tmp_path)
@@ -129,8 +144,8 @@ async def test_receiving_waits_while_the_worker_is_behind(
     download.started(len(data), writer.path)
     seen: list[int] = []
     _watch(download, seen)
-    await spool(_chunks(parts), writer, download)
+    await spool(_Body(parts), writer, download)
     assert seen[-1] == len(data)
-    # each hand-over held less than MAX_PENDING plus the one chunk that crossed it
-    assert all(b - a < 100 + 64 for a, b in zip([0, *seen], seen, strict=False))
+    # every hand-over fits one buffer
+    assert all(0 < b - a <= 100 for a, b in zip([0, *seen], seen, strict=False))
     assert writer.commit().path.read_bytes() == data

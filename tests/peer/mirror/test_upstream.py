@@ -834,6 +834,45 @@ async def test_broken_blob_bodies(
             await read_all(up, "reg.example.test", "r", "sha256:aa")
 
 
+async def read_into(upstream: Upstream, digest: str, size: int) -> bytes:
+    """Read a blob with BlobResponse.readinto, through a buffer of ``size`` bytes."""
+    async with upstream.open_blob("reg.example.test", "r", digest) as blob:
+        got = bytearray()
+        buffer = bytearray(size)
+        while n := await blob.readinto(memoryview(buffer)):
+            got += buffer[:n]
+        return bytes(got)
+
+
+@pytest.mark.parametrize("size", [1, 33, 1000])
+async def test_readinto_without_the_lean_transport(size: int) -> None:
+    def handle(request: httpx.Request) -> httpx.Response:
+        parts = (b"a" * 50, b"b" * 50)
+        return httpx.Response(200, headers={"Content-Length": "100"}, stream=body_stream(*parts))
+
+    async with opened(Scripted(handle).upstream()) as up:
+        assert await read_into(up, "sha256:aa", size) == b"a" * 50 + b"b" * 50
+
+
+@pytest.mark.parametrize(
+    ("parts", "error"),
+    [
+        ((b"a" * 50,), UpstreamUnavailable),
+        ((b"a" * 50, httpx.ReadError("reset")), UpstreamUnavailable),
+        ((b"a" * 60, b"a" * 60), UpstreamProtocolError),
+    ],
+)
+async def test_readinto_of_broken_bodies(
+    parts: tuple[bytes | Exception, ...], error: type[Exception]
+) -> None:
+    def handle(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, headers={"Content-Length": "100"}, stream=body_stream(*parts))
+
+    async with opened(Scripted(handle).upstream()) as up:
+        with pytest.raises(error):
+            await read_into(up, "sha256:aa", 1000)
+
+
 async def test_blob_bodies_are_raw_and_chunked_size_comes_from_head() -> None:
     gz = b"\x1f\x8b\x08\x00not really gzip"
 
