@@ -277,7 +277,8 @@ class TrackerApp:
         msg = await self._decode(request, p.LeaseRequest)
         with self.metrics.timed("lease"):
             reply = await self.store.lease(msg, self._clock())
-        self.metrics.leases.labels("granted" if reply.granted else "held").inc()
+        outcome = "granted" if reply.granted else "capped" if reply.capped else "held"
+        self.metrics.leases.labels(outcome).inc()
         return _msgpack(reply)
 
     # --- operations ---------------------------------------------------------------------

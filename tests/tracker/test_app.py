@@ -456,3 +456,26 @@ async def test_unread_body_closes_the_connection(client: httpx.AsyncClient) -> N
     assert read.status_code == 400
     assert "connection" not in read.headers
     assert "connection" not in (await client.get("/healthz")).headers
+
+
+async def test_capped_leases_over_http_and_in_metrics(clock: Clock) -> None:
+    app = TrackerApp(MemoryStore(Policy(max_origin_fetches=1)), admin_token=TOKEN, clock=clock)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://tracker"
+    ) as client:
+
+        def lease(peer: str, index: int) -> p.LeaseRequest:
+            return p.LeaseRequest(digest=d(1), piece_index=index, peer_id=peer, session=S, ttl=9)
+
+        assert p.decode(
+            p.LeaseReply, (await post(client, "/v1/lease", lease("a", 0))).content
+        ).granted
+        r = await post(client, "/v1/lease", lease("b", 1))
+        assert p.decode(p.LeaseReply, r.content) == p.LeaseReply(
+            granted=False, holder="a", expires_at=clock.now + 9, capped=True
+        )
+        r = await post(client, "/v1/lease", lease("b", 0))
+        assert not p.decode(p.LeaseReply, r.content).capped  # held by a: not capped
+        metrics = (await client.get("/metrics")).text
+        for outcome in ("granted", "held", "capped"):
+            assert f'shoal_tracker_leases_total{{result="{outcome}"}} 1.0' in metrics
