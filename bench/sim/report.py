@@ -447,6 +447,7 @@ def body(
         if key in results:
             add(f"- {results[key][0]}: {slow_split(results[key][1])}")
     add("")
+    add(_slow_text(results))
     add(
         f"![completion CDF and origin egress, {before_label} vs {shipped_label}](img/sim-flash.png)\n"
     )
@@ -473,9 +474,22 @@ def body(
         f"Each row below runs {small.cfg.nodes if small else 200} nodes at the same rates and "
         "undoes one change (the bound does not depend on N here):\n"
     )
-    add(
-        table(results, ["s-base", "s-before", "a-lease", "a-links", "a-pp4", "a-lookup", "a-piece"])
+    ablation = ["s-base", "s-before", "a-lease", "a-links", "a-pp4", "a-lookup", "a-piece"]
+    add(table(results, ablation))
+    undone = sorted(
+        (
+            (results[k][1].pct(50) / results[k][1].bound, results[k][0])
+            for k in ablation[2:]
+            if k in results
+        ),
+        reverse=True,
     )
+    if small is not None and undone:
+        add(
+            f"\nAgainst {small.pct(50) / small.bound:.2f}× with every change, p50 with one undone: "
+            + "; ".join(f"{label.split(', ', 1)[-1]} {x:.2f}×" for x, label in undone)
+            + ".\n"
+        )
     add(_capself_text(results))
     add(_rolling_text(results))
     add("### Validation against the real shaped swarm (bench/swarm.py)\n")
@@ -595,6 +609,39 @@ def body(
             + ".\n"
         )
     return "\n".join(out)
+
+
+def _slow_text(results: dict[str, tuple[str, Result]]) -> str:
+    """Slow nodes and the origin cap: what the slow-fix what-if changes."""
+    slow, fix = _get(results, "slow"), _get(results, "slow-fix")
+    if slow is None:
+        return ""
+    share = round(slow.cfg.nodes * slow.cfg.slow_fraction)
+    fast = slow.times[slow.ids >= share] if slow.ids.size == slow.times.size else slow.times
+    own = slow.cfg.size / slow.cfg.down
+    text = (
+        f"With {slow.cfg.slow_fraction:.0%} slow nodes the fast ones finish at p50 "
+        f"{float(np.median(fast)) / own:.2f}× their own F/d: with the cap, an origin fetch is a "
+        "scarce slot and a slow node holds one ten times longer (the scheduler sets no hedge "
+        "deadline on origin requests); the origin took "
+        f"{slow.counters['origin_done_at']:.1f} s to send one copy"
+    )
+    flash = _get(results, "shipped")
+    if flash is not None:
+        text += f" ({flash.counters['origin_done_at']:.1f} s without slow nodes)"
+    text += (
+        ", and the pieces slow nodes fetched leave them at a tenth of the rate a fast node "
+        "would send them."
+    )
+    if fix is not None and fix.ids.size == fix.times.size:
+        fast_fix = fix.times[fix.ids >= share]
+        text += (
+            f" If nodes whose downlink is below {fix.cfg.origin_min_down / MBIT:,.0f} Mbit/s "  # type: ignore[operator]
+            "never fetch from the origin (`SchedulerConfig(origin=False)`, a `BlobFetch` "
+            "change; row *slow-fix*), the fast nodes finish at p50 "
+            f"{float(np.median(fast_fix)) / own:.2f}×."
+        )
+    return text + "\n"
 
 
 def _capself_text(results: dict[str, tuple[str, Result]]) -> str:
