@@ -466,7 +466,23 @@ def body(
             f"{c['origin_duplicate']:.0f} pieces were fetched from the origin again after "
             f"their lease expired; links were not capped ({2 * c['links'] / old.cfg.nodes:.0f} "
             f"per node, at most {c['links_max']:.0f}), and with them each `next_requests` call "
-            f"cost {1e6 * secs / max(calls, 1):,.0f} µs on average.\n"
+            f"cost {1e6 * secs / max(calls, 1):,.0f} µs on average."
+            + (
+                f" The run was stopped after {old.wall / 60:.0f} minutes (wall) at "
+                f"{old.sim_time:.1f} s simulated ({old.sim_time / old.bound:.1f}× the bound), "
+                f"with {old.times.size} of {old.cfg.nodes:,} nodes done"
+                + (
+                    f"; at {small_before.cfg.nodes} nodes the same code finished at p50 "
+                    f"{small_before.pct(50) / small_before.bound:.2f}× the bound (table below)"
+                    if (small_before := _get(results, "s-before")) is not None
+                    and small_before.times.size
+                    else ""
+                )
+                + "."
+                if old.unfinished
+                else ""
+            )
+            + "\n"
         )
     add(_changes_text(shipped))
     small = _get(results, "s-base")
