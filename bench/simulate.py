@@ -380,7 +380,7 @@ def suite(args: argparse.Namespace, argv: list[str]) -> None:
         if key in ("before", "shipped")
     ]
     if flash:
-        plot(flash, IMG / "sim-flash.png", report.describe(flash[0][1].cfg))
+        plot(flash, IMG / "sim-flash.png", report.describe(flash[-1][1].cfg))
     scen = [
         (label, r)
         for key, (label, r) in results.items()

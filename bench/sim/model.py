@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import dataclasses
 import heapq
+import importlib
 import math
 import random
 import time
@@ -65,10 +66,28 @@ from peer.mesh import fetch as _fetch
 from peer.mesh.fetch import HASH_REFRESH, LEASE_TTL, LOOKUP_INTERVAL, PEER_PIECE_TIMEOUT, TICK
 from peer.mesh.pieces import MAX_PIECE_SIZE, MIN_PIECE_SIZE, Bitfield, PiecePlan
 from peer.mesh.scheduler import ORIGIN, Origin, PieceScheduler, SchedulerConfig
-from peer.mesh.swarm import ANNOUNCE_DEBOUNCE, MAX_LINKS_PER_BLOB, MAX_REQUESTS, MIN_ANNOUNCE_GAP
 from tracker import protocol as p
 from tracker.model import DEFAULT_ANNOUNCE_INTERVAL, Policy
 from tracker.registry import Registry
+
+
+def _mesh_const(name: str, default: float) -> Any:
+    """A constant of the node's swarm layer, wherever it lives now (else its 054b7a7 value)."""
+    for module in ("peer.mesh.swarm", "peer.mesh.swarm_tracker", "peer.mesh.blobpeers"):
+        try:
+            found = importlib.import_module(module)
+        except ImportError:
+            continue
+        if hasattr(found, name):
+            return getattr(found, name)
+    return default
+
+
+ANNOUNCE_DEBOUNCE: float = _mesh_const("ANNOUNCE_DEBOUNCE", 0.05)
+MIN_ANNOUNCE_GAP: float = _mesh_const("MIN_ANNOUNCE_GAP", 0.25)
+MAX_LINKS_PER_BLOB: int = _mesh_const("MAX_LINKS_PER_BLOB", 10)
+MAX_REQUESTS: int = _mesh_const("MAX_REQUESTS", 8)
+
 
 __all__ = [
     "BEFORE",
