@@ -344,6 +344,11 @@ def plan_of(args: argparse.Namespace) -> list[tuple[str, str, Config]]:
             f"{m} nodes, rolling over {roll.spread:g} s, no request before the first lookup",
             dataclasses.replace(roll, wait_first_lookup=True),
         ),
+        (
+            "s-mininf",
+            f"{m} nodes, flash crowd, with fetch.MIN_INFLIGHT = 4",
+            dataclasses.replace(small, scheduler={**small.scheduler, "min_inflight": 4}),
+        ),
         ("s-dt", f"{m} nodes, dt / 2", dataclasses.replace(small, dt=small.step() / 2)),
         ("s-replan", f"{m} nodes, re-plan every step", dataclasses.replace(small, replan=0.0)),
         ("s-exact", f"{m} nodes, exact max-min", dataclasses.replace(small, tol=0.0)),

@@ -620,7 +620,7 @@ def body(
         "(`PYTHONHASHSEED=0`), but most rows here ran before it did, each with its own seed, so "
         "their spread measures that too:\n"
     )
-    add(table(results, ["s-base", "s-dt", "s-replan", "s-exact", "s-seed"]))
+    add(table(results, ["s-base", "s-dt", "s-replan", "s-exact", "s-seed", "s-mininf"]))
     if left_out:
         add("\n### Left out\n")
         add(
@@ -642,7 +642,7 @@ def _unmodelled_shipped() -> str:
             f"`fetch.MIN_INFLIGHT` = {min_inflight} (`SchedulerConfig.min_inflight`: with fewer "
             "askable peers than that, each gets more than one request; added to the code after "
             "these runs, it only acts when a node can ask fewer than "
-            f"{min_inflight} peers)"
+            f"{min_inflight} peers; the last row of the sensitivity table has it)"
         )
     return "; ".join(out)
 
