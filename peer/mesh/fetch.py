@@ -274,6 +274,11 @@ class BlobFetch:
             self.scheduler.on_busy(peer, index, now, reply.retry_after)
             return
         expected = await self._hash_of(index)
+        if self.scheduler.is_banned(peer):
+            # Banned (and this request cancelled) while we waited for the hash: the
+            # cancellation comes at our next checkpoint, too late to keep a second bad
+            # piece from counting a second ban.
+            return
         if not expected:
             # Nobody recorded this piece's hash yet: we cannot check it, so do not take it.
             self.scheduler.on_busy(peer, index, trio.current_time(), 0.2)

@@ -19,7 +19,7 @@ import trio.testing
 
 from peer.errors import UpstreamNotFound, UpstreamUnavailable
 from peer.mesh.fetch import LEASE_TTL, ORIGIN_RETRY, ORIGIN_RETRY_MAX, TICK, BlobFetch
-from peer.mesh.pieces import PiecePlan
+from peer.mesh.pieces import Bitfield, PiecePlan, hash_piece
 from peer.mesh.swarm import Swarm
 from peer.metrics import NodeMetrics
 from peer.mirror.cache import BlobCache
@@ -177,3 +177,60 @@ async def test_capped_pauses_double_up_to_the_max_and_a_grant_starts_over(
     assert refused_again
     later = [t for t in leases if t > refused_again[0]]
     assert later[0] - refused_again[0] <= 1.5 * 2 * ORIGIN_RETRY + TICK
+
+
+class _Piece:
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+
+class _BadLink:
+    """A peer that answers every request, after ``delay`` x (index + 1), with wrong bytes."""
+
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
+
+    async def request(self, request: Any) -> _Piece:
+        await trio.sleep(self.delay * (request.index + 1))
+        return _Piece(b"\xff" * request.length)
+
+
+class _PeerSwarm(_Swarm):
+    """A swarm with one linked peer, "bad", and a tracker slow to give the piece hashes."""
+
+    def __init__(self) -> None:
+        super().__init__(None, leases=[])  # the origin never answers: peers only
+        self.reports: list[str] = []
+
+    def link(self, peer: str) -> Any:
+        return _BadLink(0.01)
+
+    def raw(self, digest: str) -> bytes:
+        return bytes.fromhex(digest.partition(":")[2])
+
+    async def piece_hashes(self, digest: str) -> p.PieceHashes:
+        await trio.sleep(1.0)  # every request's answer is in before the hashes are
+        return p.PieceHashes(
+            digest=digest, size=SIZE, piece_size=PLAN.piece_size, peer_id="origin-node",
+            hashes=tuple(hash_piece(bytes(PLAN.length(i))) for i in range(PLAN.count)),
+        )  # fmt: skip
+
+    def report_bad_peer(self, peer: str, digest: str) -> None:
+        self.reports.append(peer)
+
+
+async def test_a_peer_is_banned_once_for_bad_pieces_in_flight_together(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Requests to one peer in flight together: its first bad piece bans it, once.
+
+    The others' answers wait for the same hash lookup; the ban cancels them, but a task the
+    lookup's lock already woke runs on: it must not count a second ban.
+    """
+    swarm = _PeerSwarm()
+    fetch = _fetch(tmp_path, swarm)
+    fetch.on_bitfield("bad", Bitfield.full(PLAN.count))
+    with trio.move_on_after(5):
+        await fetch.run(stall_timeout=60)
+    assert swarm.reports == ["bad"]
+    assert swarm.metrics.registry.get_sample_value("shoal_pieces_failed_total") == 1
