@@ -5,14 +5,20 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import httpx
 import trio
 
+from peer.mesh.tracker_client import TrackerClient
 from tests.helpers.node import Node, running_node
 from tracker.config import TrackerConfig
+from tracker.protocol import MAX_PIECE_INDEX
 from tracker.service import serve as serve_tracker
+
+# The last piece index the tracker takes: past every test blob's pieces (16 GiB at least),
+# so origin_gate's lease is never one a node wants.
+GATE_PIECE: Final = MAX_PIECE_INDEX
 
 
 @contextlib.asynccontextmanager
@@ -68,6 +74,36 @@ async def mesh_nodes(
             nodes.append(node)
         await wait_announced(tracker, count)
         yield nodes
+
+
+@contextlib.asynccontextmanager
+async def origin_gate(tracker: str, digest: str) -> AsyncIterator[None]:
+    """Keep every node off the origin for ``digest`` until the block exits.
+
+    The tracker must run with ``max_origin_fetches=1``: a lease held here, of a piece
+    index no blob in a test has, fills the cluster's one origin fetch of ``digest``, so
+    every lease a node asks for is refused as ``capped`` (the node pauses the origin, at
+    most ORIGIN_RETRY_MAX x 1.5 = 6 s, and asks again). A test uses it to make sure a
+    node takes pieces from its peers, whatever the timing, then lets it finish from the
+    origin.
+    """
+    async with TrackerClient(tracker, peer_id="origin-gate", session=b"g" * 16) as gate:
+        assert (await gate.lease(digest, GATE_PIECE, ttl=120.0)).granted
+        try:
+            yield
+        finally:
+            with trio.move_on_after(5, shield=True):
+                await gate.lease(digest, GATE_PIECE, ttl=0.0)
+
+
+async def wait_metric(url: str, name: str, at_least: float, *, timeout: float = 30) -> None:
+    """Wait until the node at ``url`` reports ``name`` >= ``at_least`` on /metrics."""
+    async with httpx.AsyncClient() as client:
+        with trio.fail_after(timeout):
+            while True:
+                if metric((await client.get(f"{url}/metrics")).text, name) >= at_least:
+                    return
+                await trio.sleep(0.05)
 
 
 async def wait_held(tracker: str, digest: str, count: int = 1, *, timeout: float = 30) -> None:

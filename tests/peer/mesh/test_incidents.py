@@ -10,7 +10,14 @@ import pytest
 import trio
 
 from peer.mesh.incidents import IncidentLog, scrub
-from tests.helpers.mesh import mesh_nodes, metric, running_tracker, wait_held
+from tests.helpers.mesh import (
+    mesh_nodes,
+    metric,
+    origin_gate,
+    running_tracker,
+    wait_held,
+    wait_metric,
+)
 from tests.helpers.registry import Registry
 from tracker import protocol as p
 
@@ -55,12 +62,18 @@ def test_log_keeps_the_newest_skips_repeats_and_forgets_what_was_delivered() -> 
 async def test_a_node_reports_a_corrupt_peer_to_the_tracker(
     registry: Registry, tmp_path: Path
 ) -> None:
-    """Node B bans node A for a bad piece; B's next announce puts it on the tracker's list."""
+    """Node B bans node A for a bad piece; B's next announce puts it on the tracker's list.
+
+    B must meet A before it may use the origin, whatever the timing (``origin_gate``).
+    Without the gate, B only met A because A's origin leases (15 s) still guarded every
+    piece; once they lapse, B may fetch the whole blob from the origin before its link to
+    A is up.
+    """
     name = registry.new_repo("library/reported")
     data = hashlib.shake_256(b"reported").digest(4 * 1024 * 1024)
     digest = registry.push_blob(name, data)
     path = f"/v2/{name}/blobs/{digest}?ns=docker.io"
-    async with running_tracker() as tracker, mesh_nodes(
+    async with running_tracker(max_origin_fetches=1) as tracker, mesh_nodes(
         tmp_path, tracker, 2, upstreams={"docker.io": registry.url}
     ) as (a, b), httpx.AsyncClient(timeout=60) as client:  # fmt: skip
         assert (await client.get(a.url + path)).content == data
@@ -70,7 +83,16 @@ async def test_a_node_reports_a_corrupt_peer_to_the_tracker(
         for offset in range(0, len(raw), 1024 * 1024):
             raw[offset] ^= 0xFF  # A now serves bad pieces
         cached.write_bytes(bytes(raw))
-        assert (await client.get(b.url + path)).content == data
+        pulled: list[bytes] = []
+
+        async def pull() -> None:
+            pulled.append((await client.get(b.url + path)).content)
+
+        async with trio.open_nursery() as nursery:
+            async with origin_gate(tracker, digest):  # B can only get pieces from A
+                nursery.start_soon(pull)
+                await wait_metric(b.url, "shoal_peers_banned_total", 1)
+        assert pulled == [data]
         metrics = (await client.get(b.url + "/metrics")).text
         assert metric(metrics, "shoal_peers_banned_total") == 1
         with trio.fail_after(20):

@@ -16,7 +16,14 @@ import trio
 
 from peer.mesh.pieces import PiecePlan
 from tests.helpers.images import digest_of
-from tests.helpers.mesh import mesh_nodes, metric, running_tracker, wait_held
+from tests.helpers.mesh import (
+    mesh_nodes,
+    metric,
+    origin_gate,
+    running_tracker,
+    wait_held,
+    wait_metric,
+)
 from tests.helpers.registry import Registry
 
 DEAD = "http://127.0.0.1:9"
@@ -95,7 +102,12 @@ async def test_corrupt_peer_is_banned_and_pull_completes(
     data = _blob(b"corrupt", 4 * 1024 * 1024)
     digest = registry.push_blob(name, data)
     path = f"/v2/{name}/blobs/{digest}?ns=docker.io"
-    async with running_tracker() as tracker, mesh_nodes(
+    """B takes a bad piece from A, bans it, and gets the blob from the origin.
+
+    The origin gate makes B ask A first whatever the timing: without it, B met A only while
+    A's origin leases (15 s) still guarded every piece.
+    """
+    async with running_tracker(max_origin_fetches=1) as tracker, mesh_nodes(
         tmp_path, tracker, 2, upstreams={"docker.io": registry.url}
     ) as (a, b):  # fmt: skip
         assert (await _get(a.url, path)).content == data
@@ -106,7 +118,16 @@ async def test_corrupt_peer_is_banned_and_pull_completes(
         for offset in range(0, len(raw), 1024 * 1024):
             raw[offset] ^= 0xFF
         cached.write_bytes(bytes(raw))
-        resp = await _get(b.url, path)
+        responses: list[httpx.Response] = []
+
+        async def pull() -> None:
+            responses.append(await _get(b.url, path))
+
+        async with trio.open_nursery() as nursery:
+            async with origin_gate(tracker, digest):  # B can only get pieces from A
+                nursery.start_soon(pull)
+                await wait_metric(b.url, "shoal_peers_banned_total", 1)
+        (resp,) = responses
         assert resp.status_code == 200
         assert resp.content == data
         metrics = (await _get(b.url, "/metrics")).text
