@@ -170,7 +170,7 @@ DEFAULT_ANNOUNCE_INTERVAL: Final = 30.0
 DEFAULT_PEER_TTL: Final = 90.0
 #: Peers announce at once when a download starts, so a flash crowd finds each other within
 #: a few hundred milliseconds; peers coalesce changes and never announce faster than this
-#: (``peer.mesh.swarm.MIN_ANNOUNCE_GAP``). Faster is a loop bug or a flood: 429.
+#: (``peer.mesh.swarm_tracker.MIN_ANNOUNCE_GAP``). Faster is a loop bug or a flood: 429.
 DEFAULT_MIN_ANNOUNCE_GAP: Final = 0.2
 #: A ban lasts a day unless the operator bans again.
 DEFAULT_BAN_SECONDS: Final = 86_400.0

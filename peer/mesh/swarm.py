@@ -22,7 +22,9 @@ that a flash crowd finds each other at once.
 
 The node announces itself to the tracker at start, whenever a download starts or ends
 (so a flash crowd finds each other at once), and every interval; it backs off while the
-tracker is down and keeps serving through the origin meanwhile.
+tracker is down and keeps serving through the origin meanwhile. That half, with origin
+leases and piece hashes, is :class:`~peer.mesh.swarm_tracker.SwarmTracker`, which
+``Swarm`` inherits.
 
 Wire protocol 1 peers (``PeerLink.their_handshake.version``) are never sent ``Declined``,
 and cut blobs over 500 MiB into larger pieces (``pieces.piece_size_v1``): for such a blob
@@ -32,7 +34,6 @@ we neither send them ``Interested``/``Bitfield``/``Have`` nor take theirs.
 from __future__ import annotations
 
 import logging
-import random
 import secrets
 import time
 from functools import partial
@@ -43,20 +44,19 @@ import trio
 from peer.errors import (
     RemoteProtocolError,
     TrackerError,
-    TrackerRejected,
     UpstreamError,
     UpstreamUnavailable,
 )
 from peer.mesh.blobpeers import DECLINED_RETRY, BlobPeers
 from peer.mesh.blobpeers import MAX_LINKS_PER_BLOB as MAX_LINKS_PER_BLOB  # bench/sim reads it
 from peer.mesh.fetch import BlobFetch
-from peer.mesh.incidents import IncidentLog
 from peer.mesh.link import PeerLink
 from peer.mesh.local import LocalPieces
-from peer.mesh.pieces import Bitfield, PiecePlan, hash_piece, same_pieces
+from peer.mesh.pieces import Bitfield, same_pieces
 from peer.mesh.ratelimit import TokenBucket
+from peer.mesh.swarm_tracker import SwarmTracker
 from peer.mesh.tls import MeshTLS
-from peer.mesh.tracker_client import NodeState, TrackerClient, backoff_delay
+from peer.mesh.tracker_client import NodeState, TrackerClient
 from peer.mesh.wire.connection import PeerConnection
 from peer.mesh.wire.messages import (
     PROTOCOL_VERSION,
@@ -87,14 +87,11 @@ LOGGER = logging.getLogger(__name__)
 MAX_REQUESTS: Final = 8
 DIAL_TIMEOUT: Final = 2.0
 EVENT_BUFFER: Final = 256
-ANNOUNCE_DEBOUNCE: Final = 0.05
-# Our own floor between announces; the tracker refuses faster ones (tracker.model).
-MIN_ANNOUNCE_GAP: Final = 0.25
 # Handshake nonce: 256 random bits, the HMAC key size (twice wire.messages.MIN_NONCE).
 NONCE: Final = 32
 
 
-class Swarm:
+class Swarm(SwarmTracker):
     """See the module docstring. Start with ``await nursery.start(swarm.serve, host, port)``."""
 
     def __init__(
@@ -112,16 +109,13 @@ class Swarm:
         keys: ClusterKeys | None = None,
         tls: MeshTLS | None = None,
     ) -> None:
-        self.peer_id = peer_id
+        super().__init__(peer_id=peer_id, cache=cache, tracker=tracker, metrics=metrics)
         self.keys = keys  # cluster secret(s): links are authenticated when set
         self.tls = tls  # mutual TLS under every link when set
         self.advertise = advertise
         self.port = 0
-        self.cache = cache
         self.flights = flights
         self.upstream = upstream
-        self.tracker = tracker
-        self.metrics = metrics
         self.local = LocalPieces(cache, flights)
         now = trio.current_time()
         self.upload = TokenBucket(upload_rate, now=now) if upload_rate else None
@@ -130,12 +124,6 @@ class Swarm:
         self.addresses: dict[str, tuple[str, int]] = {}
         self.blob_peers = BlobPeers()  # who is on which blob (see peer.mesh.blobpeers)
         self.fetches: dict[str, BlobFetch] = {}
-        self.tracker_ok = False
-        self.incidents = IncidentLog()  # errors for the tracker's page, sent when announcing
-        self._announce = trio.Event()
-        self._announces_started = 0
-        self._announces_done = 0
-        self._announced = trio.Event()
         self._dialing: set[str] = set()
         self._nursery: trio.Nursery | None = None
         self.bytes_from_origin = 0
@@ -370,11 +358,9 @@ class Swarm:
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
                     pass
 
-    # -- tracker ---------------------------------------------------------------------------
-    def announce_soon(self) -> None:
-        self._announce.set()
-
+    # -- tracker (announces, leases, piece hashes: peer.mesh.swarm_tracker) ----------------
     def state(self) -> NodeState:
+        """What the next announce tells the tracker about us."""
         held = tuple(p.BlobHeld(e.digest, e.size) for e in self.cache.entries()[-p.MAX_HELD :])
         progress = []
         for download in self.flights.active()[: p.MAX_IN_PROGRESS]:
@@ -385,109 +371,6 @@ class Swarm:
             upload_slots=MAX_REQUESTS, load=sum(len(f.peers) for f in self.fetches.values()),
             bytes_from_origin=self.bytes_from_origin, bytes_from_peers=self.bytes_from_peers,
             errors=self.incidents.pending(),
-        )  # fmt: skip
-
-    async def _announce_loop(self) -> None:
-        rng = random.Random()
-        failures = 0
-        interval = 10.0
-        try:
-            while True:
-                # A fresh event before the state is read: a change made while this
-                # announce is in flight must trigger the next one, not wait an interval.
-                self._announce = trio.Event()
-                sent_at = trio.current_time()
-                self._announces_started += 1
-                generation = self._announces_started
-                state = self.state()
-                try:
-                    reply = await self.tracker.announce(state)
-                except TrackerRejected as exc:
-                    # the tracker is up but refuses (429: too soon; 403: banned; ...)
-                    self.tracker_ok = exc.status == 429
-                    failures += 1
-                    delay = MIN_ANNOUNCE_GAP if exc.status == 429 else backoff_delay(failures, rng)
-                    delay = min(delay, interval)
-                    LOGGER.info("announce refused, retry in %.1fs: %s", delay, exc)
-                except TrackerError as exc:
-                    self.tracker_ok = False
-                    failures += 1
-                    # Back off, but never past one interval: a tracker restarted with an
-                    # empty store learns our state within the interval it promised, and a
-                    # dead one gets no more announces from us than a live one would.
-                    delay = min(backoff_delay(failures, rng), interval)
-                    LOGGER.warning("announce failed, retry in %.1fs: %s", delay, exc)
-                else:
-                    if failures:
-                        LOGGER.info("tracker is back after %d failed announces", failures)
-                    self.tracker_ok = True
-                    self.incidents.delivered(state.errors)
-                    failures = 0
-                    interval = reply.interval or interval
-                    delay = interval * (0.9 + 0.2 * rng.random())
-                self._announces_done = generation
-                self._announced.set()
-                self._announced = trio.Event()
-                with trio.move_on_after(delay):
-                    await self._announce.wait()
-                    # coalesce bursts of changes, and never announce faster than the gap
-                    gap = sent_at + MIN_ANNOUNCE_GAP - trio.current_time()
-                    await trio.sleep(max(ANNOUNCE_DEBOUNCE, gap))
-        finally:
-            await self.tracker.leave()
-
-    async def wait_announced(self) -> None:
-        """Return once an announce that read our state after this call has been sent
-        (whether the tracker took it or not)."""
-        target = self._announces_started + 1
-        while self._announces_done < target:
-            await self._announced.wait()
-
-    async def lease(self, digest: str, index: int, ttl: float) -> p.LeaseReply | None:
-        """None if we may fetch the piece from the origin; else the tracker's refusal."""
-        try:
-            with trio.CancelScope(shield=True):  # see record_hash
-                reply = await self.tracker.lease(digest, index, ttl=ttl)
-        except TrackerError:
-            return None  # no coordination possible: fetch it ourselves
-        if reply.granted or (reply.holder == self.peer_id and not reply.capped):
-            return None  # (a capped refusal may name us: our lease of another piece)
-        return reply
-
-    async def release(self, digest: str, index: int) -> None:
-        """Give back our lease on a piece (fetched, failed or abandoned); best effort."""
-        try:
-            with trio.CancelScope(shield=True):  # see record_hash
-                await self.tracker.lease(digest, index, ttl=0.0)
-        except TrackerError:
-            pass  # it expires on its own
-
-    async def record_hash(self, digest: str, plan: PiecePlan, index: int, value: bytes) -> None:
-        hashes = [b""] * plan.count
-        hashes[index] = value
-        try:
-            # Shielded: a fetch that completes cancels its request tasks, and an httpx
-            # request cancelled half-way can leave the client's pool unusable; this call is
-            # short (the client's own timeout bounds it).
-            with trio.CancelScope(shield=True):
-                await self.tracker.put_piece_hashes(
-                    digest, size=plan.size, piece_size=plan.piece_size, hashes=hashes
-                )
-        except TrackerError as exc:
-            LOGGER.info("could not record a piece hash of %s: %s", digest, exc)
-
-    async def piece_hashes(self, digest: str) -> p.PieceHashes | None:
-        with trio.CancelScope(shield=True):  # see record_hash
-            record = await self.tracker.get_piece_hashes(digest)
-        return record
-
-    def report_bad_peer(self, peer: str, digest: str) -> None:
-        """Count the ban; the tracker hears of it through the admin log (see docs)."""
-        self.metrics.peers_banned.inc()
-        LOGGER.warning("peer %s sent corrupt data for %s: banned for this blob", peer, digest)
-        self.incidents.note(
-            time.time(), "piece_hash", f"peer {peer} sent a piece of {digest} whose hash did "
-            "not match: banned for this blob",
         )  # fmt: skip
 
     async def origin_range(self, target: Target, digest: str, first: int, last: int) -> bytes:
@@ -512,28 +395,6 @@ class Swarm:
         return data
 
     # -- mesh downloads --------------------------------------------------------------------
-    async def publish_hashes(self, digest: str) -> None:
-        """Record the piece hashes of a blob we hold whole and verified (fetched without
-        the mesh: streamed from the origin), so peers can check what we serve them."""
-        entry = self.cache.get(digest)
-        if entry is None or not self.tracker_ok:
-            return
-        plan = PiecePlan.for_size(entry.size)
-        if plan.count <= 1:
-            return  # a one-piece blob is checked against its digest
-
-        def compute() -> list[bytes]:
-            with open(entry.path, "rb") as file:
-                return [hash_piece(file.read(plan.length(i))) for i in range(plan.count)]
-
-        try:
-            hashes = await trio.to_thread.run_sync(compute)
-            await self.tracker.put_piece_hashes(
-                digest, size=plan.size, piece_size=plan.piece_size, hashes=hashes
-            )
-        except (OSError, TrackerError) as exc:
-            LOGGER.info("could not publish piece hashes of %s: %s", digest, exc)
-
     async def blob_size(self, target: Target, digest: str, *, origin: bool = True) -> int:
         """The blob's size: from holders at the tracker, else from the origin (HEAD).
 
