@@ -58,8 +58,9 @@ from tracker.errors import (
     TrackerError,
     UnsupportedMediaType,
 )
-from tracker.metrics import TrackerMetrics
-from tracker.status_data import gather_page
+from tracker.metrics import TrackerMetrics, count_stalled
+from tracker.registry import MAX_PAGE
+from tracker.status_data import STALL_INTERVALS, gather_page
 from tracker.status_page import render_status_page
 from tracker.store import Store
 
@@ -289,9 +290,13 @@ class TrackerApp:
         return json_response(200, {"status": "ok", "store": self.store.kind})
 
     async def _metrics(self, request: Request) -> Response:
+        now = self._clock()
         with self.metrics.timed("stats"):
-            stats = await self.store.stats(self._clock())
-        body = self.metrics.render(stats)
+            stats = await self.store.stats(now)
+        with self.metrics.timed("transfers"):
+            transfers = await self.store.transfers(now, limit=MAX_PAGE)
+        after = STALL_INTERVALS * self.store.policy.announce_interval
+        body = self.metrics.render(stats, stalled=count_stalled(transfers, now, after=after))
         return Response(200, body, "text/plain; version=0.0.4; charset=utf-8")
 
     async def _openapi_json(self, request: Request) -> Response:

@@ -9,13 +9,13 @@ the store at scrape time, so they show the shared view (the same on every replic
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from tracker.model import Stats
+from tracker.model import Stats, TransferView
 
 #: Store calls take ~10 µs in memory and ~0.2–2 ms against Redis on a LAN.
 STORE_BUCKETS: Final = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 1.0)
@@ -54,6 +54,12 @@ class TrackerMetrics:
         self.in_progress = Gauge(
             "shoal_tracker_transfers_in_progress", "Downloads peers report in progress.", registry=r
         )
+        self.stalled = Gauge(
+            "shoal_tracker_transfers_stalled",
+            "Downloads in progress whose bytes held have not changed for three announce "
+            "intervals or more.",
+            registry=r,
+        )
         self.bytes = Gauge(
             "shoal_tracker_peer_bytes",
             "Bytes live peers report, by kind (served, from_origin, from_peers).",
@@ -70,8 +76,10 @@ class TrackerMetrics:
         finally:
             self.store_seconds.labels(op).observe(time.perf_counter() - start)
 
-    def render(self, stats: Stats) -> bytes:
-        """Refresh the gauges from ``stats`` and render the text exposition format."""
+    def render(self, stats: Stats, *, stalled: int = 0) -> bytes:
+        """Refresh the gauges from ``stats`` and ``stalled`` (:func:`count_stalled`) and
+        render the text exposition format."""
+        self.stalled.set(stalled)
         self.peers.set(stats.peers)
         self.blobs.set(stats.blobs)
         self.holdings.set(stats.holdings)
@@ -80,3 +88,14 @@ class TrackerMetrics:
         self.bytes.labels("from_origin").set(stats.bytes_from_origin)
         self.bytes.labels("from_peers").set(stats.bytes_from_peers)
         return generate_latest(self.registry)
+
+
+def count_stalled(transfers: Iterable[TransferView], now: float, *, after: float) -> int:
+    """How many of ``transfers`` made no progress for ``after`` seconds or more at ``now``.
+
+    One whose last progress is unknown (the store has no record of it) is not counted: it
+    is what ``/admin/transfers?stalled_for=`` leaves out too.
+    """
+    return sum(
+        1 for t in transfers if t.last_progress is not None and now - t.last_progress >= after
+    )

@@ -174,3 +174,26 @@ async def test_status_page_shows_stalls_where_blobs_are_and_unsynced_tags(
     assert "manifest downloading on 1 node(s), held whole by none" in page
     assert "docker.io/library/img1:v1" not in page  # d(1): held
     assert "<svg" in page
+
+
+async def test_metrics_count_stalled_transfers(client: httpx.AsyncClient, clock: Clock) -> None:
+    """Stalled: no new bytes for three announce intervals (the status page's rule)."""
+    after = 3 * Policy().announce_interval
+    assert await post(client, announce("a", ((1, 100), (2, 100)))) == 200
+    assert await post(client, announce("b", ((1, 300),))) == 200
+    clock.now += after - 1
+    assert await post(client, announce("a", ((1, 100), (2, 200)))) == 200  # 1 still, 2 moves
+    assert await post(client, announce("b", ((1, 300),))) == 200  # still
+    assert _stalled((await client.get("/metrics")).text) == 0
+    clock.now += 1
+    assert _stalled((await client.get("/metrics")).text) == 2  # a's 1 and b's 1
+    assert len((await client.get(f"/admin/transfers?stalled_for={after:.0f}")).json()[
+        "transfers"
+    ]) == 2  # fmt: skip
+    assert await post(client, announce("b", ((1, 301),))) == 200  # b's moves again
+    assert _stalled((await client.get("/metrics")).text) == 1
+
+
+def _stalled(metrics: str) -> float:
+    (line,) = [x for x in metrics.splitlines() if x.startswith("shoal_tracker_transfers_stalled ")]
+    return float(line.split()[1])
