@@ -23,6 +23,8 @@ and take pieces from peers (see ``peer.mesh.fetch``). A holder that records a pi
 hash has finished its fetch: the lease stops counting against the cap at once, but still
 refuses the piece to others until it expires (they should get it from the holder, which
 has it now; a full release would invite a second origin fetch of the same range).
+A lease whose holder is no longer a live peer (it left, or expired) refuses nobody: the
+registry drops it before the next asker is answered (``Registry.lease``).
 """
 
 from __future__ import annotations
@@ -188,6 +190,16 @@ class Records:
         self._leases[key] = (req.peer_id, expires_at)
         self._blob_leases.setdefault(req.digest, {})[req.piece_index] = expires_at
         return p.LeaseReply(granted=True, holder=req.peer_id, expires_at=expires_at)
+
+    def lease_holder(self, digest: str, index: int, now: float) -> str | None:
+        """The holder of the live lease of piece ``index`` of ``digest``, if any."""
+        current = self._leases.get((digest, index))
+        return current[0] if current is not None and current[1] > now else None
+
+    def drop_lease(self, digest: str, index: int) -> None:
+        """Forget the lease of piece ``index`` of ``digest`` (its holder is gone)."""
+        self._leases.pop((digest, index), None)
+        self._blob_leases.get(digest, {}).pop(index, None)
 
     def _fetched(self, record: p.PieceHashes) -> None:
         """Leases of the pieces ``record``'s writer recorded stop counting against the cap."""

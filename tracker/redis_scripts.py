@@ -223,8 +223,18 @@ end
 local cur = redis.call('HGET', P .. 'lease_holder', member)
 local exp = redis.call('ZSCORE', P .. 'leases', member)
 local live = cur and exp and tonumber(exp) > now
-if live and cur ~= peer then return {'held', cur, exp} end
 local blob = P .. 'bl:' .. ARGV[10]
+if live and cur ~= peer then
+  local held_by = redis.call('ZSCORE', P .. 'seen', cur)
+  if held_by and tonumber(held_by) > now - tonumber(ARGV[9]) then
+    return {'held', cur, exp}
+  end
+  -- its holder left or expired: nobody is fetching the piece any more
+  redis.call('HDEL', P .. 'lease_holder', member)
+  redis.call('ZREM', P .. 'leases', member)
+  redis.call('ZREM', blob, ARGV[11])
+  cur, live = false, false
+end
 if ttl == 0 then
   redis.call('HDEL', P .. 'lease_holder', member)
   redis.call('ZREM', P .. 'leases', member)

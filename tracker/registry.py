@@ -212,6 +212,10 @@ class Registry:
         peer = self._live(req.peer_id, now)
         if peer is not None and peer.session != req.session:
             raise PeerConflict(f"peer id {req.peer_id!r} is live under another session")
+        holder = self.records.lease_holder(req.digest, req.piece_index, now)
+        if holder is not None and holder != req.peer_id and self._live(holder, now) is None:
+            # its holder left or expired: nobody is fetching the piece any more
+            self.records.drop_lease(req.digest, req.piece_index)
         return self.records.lease(req, now)
 
     # --- admin --------------------------------------------------------------------------

@@ -467,6 +467,8 @@ async def test_capped_leases_over_http_and_in_metrics(clock: Clock) -> None:
         def lease(peer: str, index: int) -> p.LeaseRequest:
             return p.LeaseRequest(digest=d(1), piece_index=index, peer_id=peer, session=S, ttl=9)
 
+        for peer in "ab":  # a lease refuses others only while its holder is a live peer
+            assert (await post(client, "/v1/announce", announce(peer))).status_code == 200
         assert p.decode(
             p.LeaseReply, (await post(client, "/v1/lease", lease("a", 0))).content
         ).granted

@@ -258,6 +258,7 @@ def blob_lease(peer: str, n: int, index: int, ttl: float) -> p.LeaseRequest:
 
 # At most 2 origin fetches of one blob in flight: (operation, what both stores answer).
 CAP_SCENARIO: list[tuple[Op, Any]] = [
+    *[(lambda s, peer=peer: s.announce(announce(peer), T0), None) for peer in "abcd"],
     (lambda s: s.lease(blob_lease("a", 1, 0, 10), T0), granted("a", T0 + 10)),
     (lambda s: s.lease(blob_lease("b", 1, 1, 5), T0 + 1), granted("b", T0 + 6)),
     # the cap: named after the lease that ends first (b's), whoever asks for what
@@ -286,6 +287,14 @@ CAP_SCENARIO: list[tuple[Op, Any]] = [
     (lambda s: s.put_pieces(partial(1, {3: 7}, peer="a")), None),  # not a's lease: no change
     (lambda s: s.lease(blob_lease("d", 1, 4, 10), T0 + 13.5), capped("b", T0 + 23)),
     (lambda s: s.stats(T0 + 13.5), None),
+    # a leaves: its lease of piece 0 refuses nobody any more (and frees a slot of the cap)
+    (lambda s: s.leave(p.Leave(peer_id="a", session=S), T0 + 14), None),
+    (lambda s: s.lease(blob_lease("d", 1, 0, 10), T0 + 14), granted("d", T0 + 24)),
+    (
+        lambda s: s.lease(blob_lease("b", 1, 0, 10), T0 + 14),
+        p.LeaseReply(granted=False, holder="d", expires_at=T0 + 24),
+    ),
+    (lambda s: s.stats(T0 + 14), None),
 ]
 
 
