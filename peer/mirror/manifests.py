@@ -105,7 +105,8 @@ async def _by_digest(ctx: NodeContext, request: Request, target: Target, digest:
         manifest = await ctx.upstream.get_manifest(
             target.registry, target.repository, digest, _upstream_accept(request)
         )
-    except _FALLBACK_ERRORS:
+    except _FALLBACK_ERRORS as exc:
+        _note_origin_error(ctx, target, f"manifest {digest}", exc)
         if ctx.mesh is None:
             raise
         # Manifests by digest travel like blobs: another node may hold this one.
@@ -138,6 +139,7 @@ async def serve_manifest(
         except UpstreamNotFound:
             raise
         except _FALLBACK_ERRORS as exc:
+            _note_origin_error(ctx, target, f"tag {tag}", exc)
             stale = entry
             if stale is None and ctx.tag_fallback is not None:
                 stale = await ctx.tag_fallback(target, tag, akey)
@@ -149,6 +151,13 @@ async def serve_manifest(
             extra.append(warning(f"origin unreachable ({exc}); tag resolved {age}s ago"))
             entry = stale
     return await _serve_entry(ctx, request, target, entry, extra)
+
+
+def _note_origin_error(ctx: NodeContext, target: Target, what: str, exc: Exception) -> None:
+    """Tell the tracker's page (with the next announce) that the origin failed us."""
+    if ctx.mesh is not None:
+        message = f"{target.registry}/{target.repository}: {what}: {exc}"
+        ctx.mesh.incidents.note(time.time(), "origin", message)
 
 
 async def _serve_entry(ctx: NodeContext, request: Request, target: Target, entry: TagEntry,

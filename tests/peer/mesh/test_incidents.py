@@ -129,3 +129,25 @@ async def test_a_node_reports_an_unreachable_origin(registry: Registry, tmp_path
     (error,) = errors
     assert (error["source"], error["kind"]) == ("node0", "origin")
     assert error["message"].startswith(f"docker.io/{name}: size of {digest}: ")
+
+
+async def test_a_node_reports_an_origin_that_fails_a_manifest(
+    registry: Registry, tmp_path: Path
+) -> None:
+    """A tag the origin cannot resolve (it is down) and nobody remembers: 503, and the
+    tracker's errors say which tag of which repository failed."""
+    async with running_tracker(announce_interval=1.0, peer_ttl=10.0) as tracker, mesh_nodes(
+        tmp_path, tracker, 1, upstreams={"docker.io": "http://127.0.0.1:9"}
+    ) as (a,), httpx.AsyncClient(timeout=60) as client:  # fmt: skip
+        response = await client.get(f"{a.url}/v2/library/gone/manifests/v1?ns=docker.io")
+        assert response.status_code == 503
+        assert response.json()["errors"][0]["code"] == "UNAVAILABLE"
+        with trio.fail_after(20):
+            while True:
+                errors = (await client.get(tracker + "/admin/errors")).json()["errors"]
+                if errors:
+                    break
+                await trio.sleep(0.05)
+    (error,) = errors
+    assert (error["source"], error["kind"]) == ("node0", "origin")
+    assert error["message"].startswith("docker.io/library/gone: tag v1: ")
