@@ -59,6 +59,17 @@ def test_log_keeps_the_newest_skips_repeats_and_forgets_what_was_delivered() -> 
     assert len(log.pending()) == 3
 
 
+async def _first_errors(client: httpx.AsyncClient, tracker: str) -> list[dict[str, str]]:
+    """The tracker's recent errors, once there are any (they come with an announce)."""
+    with trio.fail_after(20):
+        while True:
+            reply = await client.get(tracker + "/admin/errors")
+            errors: list[dict[str, str]] = reply.json()["errors"]
+            if errors:
+                return errors
+            await trio.sleep(0.05)
+
+
 async def test_a_node_reports_a_corrupt_peer_to_the_tracker(
     registry: Registry, tmp_path: Path
 ) -> None:
@@ -95,12 +106,7 @@ async def test_a_node_reports_a_corrupt_peer_to_the_tracker(
         assert pulled == [data]
         metrics = (await client.get(b.url + "/metrics")).text
         assert metric(metrics, "shoal_peers_banned_total") == 1
-        with trio.fail_after(20):
-            while True:
-                errors = (await client.get(tracker + "/admin/errors")).json()["errors"]
-                if errors:
-                    break
-                await trio.sleep(0.05)
+        errors = await _first_errors(client, tracker)
     (error,) = errors
     assert error["kind"] == "piece_hash"
     assert error["message"].startswith("peer ")
@@ -120,12 +126,7 @@ async def test_a_node_reports_an_unreachable_origin(registry: Registry, tmp_path
     ) as (a,), httpx.AsyncClient(timeout=60) as client:  # fmt: skip
         response = await client.get(f"{a.url}/v2/{name}/blobs/{digest}?ns=docker.io")
         assert response.status_code == 503
-        with trio.fail_after(20):
-            while True:
-                errors = (await client.get(tracker + "/admin/errors")).json()["errors"]
-                if errors:
-                    break
-                await trio.sleep(0.05)
+        errors = await _first_errors(client, tracker)
     (error,) = errors
     assert (error["source"], error["kind"]) == ("node0", "origin")
     assert error["message"].startswith(f"docker.io/{name}: size of {digest}: ")
@@ -142,12 +143,7 @@ async def test_a_node_reports_an_origin_that_fails_a_manifest(
         response = await client.get(f"{a.url}/v2/library/gone/manifests/v1?ns=docker.io")
         assert response.status_code == 503
         assert response.json()["errors"][0]["code"] == "UNAVAILABLE"
-        with trio.fail_after(20):
-            while True:
-                errors = (await client.get(tracker + "/admin/errors")).json()["errors"]
-                if errors:
-                    break
-                await trio.sleep(0.05)
+        errors = await _first_errors(client, tracker)
     (error,) = errors
     assert (error["source"], error["kind"]) == ("node0", "origin")
     assert error["message"].startswith("docker.io/library/gone: tag v1: ")
