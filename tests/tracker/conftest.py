@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Iterator
+import uuid
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.helpers import procs
+from tracker.model import Policy
+from tracker.redis_store import RedisStore
 
 
 @pytest.fixture(scope="session")
@@ -43,3 +46,11 @@ def redis_url() -> Iterator[str]:
     finally:
         procs.stop(proc)
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture
+async def redis_store(redis_url: str) -> AsyncIterator[RedisStore]:
+    """A Redis store of its own (a fresh key prefix) on the session's redis-server."""
+    store = RedisStore.from_url(redis_url, Policy(), prefix=f"t{uuid.uuid4().hex[:8]}:")
+    yield store
+    await store.aclose()

@@ -7,12 +7,10 @@ from __future__ import annotations
 
 import dataclasses
 import random
-import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import httpx
-import pytest
 
 from tracker import protocol as p
 from tracker.activity import ErrorEvent
@@ -110,13 +108,6 @@ async def run(store: Store) -> list[Any]:
         except TrackerError as exc:
             out.append(type(exc).__name__)
     return out
-
-
-@pytest.fixture
-async def redis_store(redis_url: str) -> AsyncIterator[RedisStore]:
-    store = RedisStore.from_url(redis_url, Policy(), prefix=f"t{uuid.uuid4().hex[:8]}:")
-    yield store
-    await store.aclose()
 
 
 async def test_memory_and_redis_agree_on_the_dashboard_data(redis_store: RedisStore) -> None:

@@ -9,11 +9,10 @@ import dataclasses
 import functools
 import random
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import httpx
-import pytest
 import trio
 
 from tracker import protocol as p
@@ -163,13 +162,6 @@ async def run(store: Store) -> list[Any]:
         except TrackerError as exc:
             out.append(type(exc).__name__)
     return out
-
-
-@pytest.fixture
-async def redis_store(redis_url: str) -> AsyncIterator[RedisStore]:
-    store = RedisStore.from_url(redis_url, Policy(), prefix=f"t{uuid.uuid4().hex[:8]}:")
-    yield store
-    await store.aclose()
 
 
 async def test_redis_and_memory_stores_agree_step_by_step(redis_store: RedisStore) -> None:
