@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import procs
+from tests.helpers.clock import Clock
 from tracker.model import Policy
 from tracker.redis_store import RedisStore
 
@@ -54,3 +55,9 @@ async def redis_store(redis_url: str) -> AsyncIterator[RedisStore]:
     store = RedisStore.from_url(redis_url, Policy(), prefix=f"t{uuid.uuid4().hex[:8]}:")
     yield store
     await store.aclose()
+
+
+@pytest.fixture
+def clock() -> Clock:
+    """A wall clock the test sets (``clock.now``), starting at ``tests.helpers.clock.T0``."""
+    return Clock()

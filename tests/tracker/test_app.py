@@ -14,6 +14,7 @@ import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.helpers.clock import Clock
 from tracker import protocol as p
 from tracker.activity import ErrorEvent, TrafficPoint
 from tracker.app import TrackerApp
@@ -30,19 +31,6 @@ AUTH = {"authorization": f"Bearer {TOKEN}"}
 
 def d(n: int) -> str:
     return f"sha256:{n:064x}"
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_700_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
 
 
 def make_app(clock: Clock, token: str | None = TOKEN) -> TrackerApp:

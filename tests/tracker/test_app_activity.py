@@ -8,6 +8,7 @@ import httpx
 import msgpack
 import pytest
 
+from tests.helpers.clock import Clock
 from tracker import protocol as p
 from tracker.app import TrackerApp
 from tracker.model import Policy
@@ -20,19 +21,6 @@ MSGPACK = {"content-type": p.MEDIA_TYPE}
 
 def d(n: int) -> str:
     return f"sha256:{n:064x}"
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
+from tests.helpers.clock import Clock
 from tracker import protocol as p
 from tracker.app import TrackerApp
 from tracker.auth import HEADER, ClusterKeys, parse_header, sign_request, verify_response
@@ -25,19 +26,6 @@ MSGPACK = {"content-type": p.MEDIA_TYPE}
 
 def d(n: int) -> str:
     return f"sha256:{n:064x}"
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = NOW
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
 
 
 @pytest.fixture
