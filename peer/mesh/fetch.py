@@ -52,9 +52,9 @@ from peer.mesh.wire.messages import Busy, Request
 
 if TYPE_CHECKING:
     from peer.mesh.swarm import Swarm
-    from peer.mirror.cache import BlobWriter
     from peer.mirror.flight import Download
     from peer.mirror.names import Target
+    from peer.mirror.writer import BlobWriter
 
 LOGGER = logging.getLogger(__name__)
 

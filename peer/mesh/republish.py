@@ -33,8 +33,8 @@ from peer.mesh.pieces import PiecePlan
 
 if TYPE_CHECKING:
     from peer.mesh.swarm import Swarm
-    from peer.mirror.cache import CacheEntry
     from peer.mirror.scrub import Scrub
+    from peer.mirror.writer import CacheEntry
 
 LOGGER = logging.getLogger(__name__)
 

@@ -21,13 +21,13 @@ from peer.errors import (
     UpstreamUnavailable,
 )
 from peer.httpserver import FileBody, Request, Response
-from peer.mirror.cache import CacheEntry
 from peer.mirror.context import NodeContext
 from peer.mirror.flight import Download
 from peer.mirror.names import Target
 from peer.mirror.ranges import ByteRange, Unsatisfiable, parse_range
 from peer.mirror.responses import BLOB_CACHE_CONTROL, content_response
 from peer.mirror.spool import spool
+from peer.mirror.writer import CacheEntry
 
 LOGGER = logging.getLogger(__name__)
 

@@ -31,20 +31,19 @@ recently used *unpinned* entries only if that frees enough; otherwise it raises
 from __future__ import annotations
 
 import contextlib
-import errno
 import hashlib
 import logging
 import os
 import secrets
 from collections import OrderedDict
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
-from peer.errors import CacheError, CacheFull, IntegrityError
+from peer.errors import CacheError, CacheFull
+from peer.mirror.writer import BlobWriter, CacheEntry, os_error, unlink_quietly
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Sequence
+    from collections.abc import Iterator
 
 LOGGER = logging.getLogger(__name__)
 
@@ -53,210 +52,9 @@ LOGGER = logging.getLogger(__name__)
 _HEX_LENGTHS: Final = {"sha256": 64, "sha512": 128}
 _HEX_CHARS: Final = frozenset("0123456789abcdef")
 _TYPE_SUFFIX: Final = ".type"
-_DISK_FULL: Final = frozenset({errno.ENOSPC, errno.EDQUOT})
 # Room kept free on the cache disk beyond the blobs themselves: media-type sidecars, directory
 # blocks and temp-file metadata (a few pages each on ext4, xfs or tmpfs).
 _DISK_HEADROOM: Final = 256 * 1024
-# Buffers per pwritev call: Linux's IOV_MAX (UIO_MAXIOV).
-_IOV_MAX: Final = 1024
-
-
-@dataclass(frozen=True, slots=True)
-class CacheEntry:
-    """A committed blob: its digest, file, size in bytes and media type (None if unknown)."""
-
-    digest: str
-    path: Path
-    size: int
-    media_type: str | None
-
-
-class BlobWriter:
-    """One in-progress download into a temp file under ``<root>/tmp/``.
-
-    Made by :meth:`BlobCache.new_writer`. Any exception out of :meth:`write` or
-    :meth:`commit` leaves the writer aborted: temp file deleted, reservation released.
-
-    Attributes:
-        digest: The digest the bytes must match.
-        path: The temp file; open it read-only to tail the download.
-        written: Bytes appended so far.
-        expected_size: The announced size, or None if unknown.
-    """
-
-    def __init__(
-        self, cache: BlobCache, digest: str, *, path: Path, fd: int, expected_size: int | None
-    ) -> None:
-        self.digest = digest
-        self.path = path
-        self.written = 0
-        self.expected_size = expected_size
-        self._cache = cache
-        self._fd: int | None = fd
-        self._hash = hashlib.new(digest.partition(":")[0])
-        self._reserved = expected_size or 0
-        self._closed = False
-        self._synced = -1  # ``written`` at the last sync_io()
-
-    def write(self, data: bytes) -> None:
-        """Append ``data`` to the temp file and the running hash.
-
-        Raises:
-            IntegrityError: The bytes would exceed ``expected_size``.
-            CacheFull: The size is unknown and the quota cannot hold any more.
-            CacheError: The disk is full or failing, or the writer is already closed.
-        """
-        fd = self._live_fd()
-        end = self.written + len(data)
-        with self.abort_on_error("writing"):
-            if self.expected_size is not None and end > self.expected_size:
-                raise IntegrityError(f"{self.digest}: over the expected {self.expected_size} bytes")
-            if end > self._reserved:
-                self._cache._reserve(end - self._reserved)
-                self._reserved = end
-            _write_all(fd, data)
-        self._hash.update(data)
-        self.written = end
-
-    def append_io(self, chunks: Sequence[bytes | bytearray | memoryview]) -> int:
-        """The I/O half of :meth:`write` for several chunks, made to run in a worker thread.
-
-        Writes ``chunks`` in order at offset :attr:`written`, folds them into the running
-        hash and returns the new end, which the caller passes to :meth:`appended` back on
-        the trio thread. It touches only the temp file and the hash (hashlib and
-        ``os.pwrite`` release the GIL on large buffers), never the cache's books, so the
-        trio thread keeps running meanwhile; nothing else may use this writer until it
-        returns. Needs ``expected_size`` (reserved whole by :meth:`BlobCache.new_writer`).
-        Errors are raised as they come: wrap the call in :meth:`abort_on_error`.
-
-        Raises:
-            IntegrityError: The bytes would exceed ``expected_size`` (or it is unknown).
-            OSError: From the disk.
-            CacheError: The writer is already closed.
-        """
-        fd = self._live_fd()
-        pos = self.written
-        end = pos + sum(len(chunk) for chunk in chunks)
-        if self.expected_size is None or end > self.expected_size:
-            raise IntegrityError(f"{self.digest}: over the expected {self.expected_size} bytes")
-        _pwritev_all(fd, chunks, pos)
-        for chunk in chunks:
-            self._hash.update(chunk)
-        return end
-
-    def appended(self, end: int) -> None:
-        """Record an :meth:`append_io` that reached ``end`` (trio thread)."""
-        self.written = end
-
-    def verify(self) -> None:
-        """Check size and digest of what was written, before readers get the last byte.
-
-        Raises:
-            IntegrityError: Size or digest mismatch; the writer is aborted.
-        """
-        with self.abort_on_error("verifying"):
-            self._check()
-
-    def sync_io(self) -> None:
-        """``fsync`` the temp file; thread-safe like :meth:`append_io`, so that
-        :meth:`commit` does not block the event loop on the disk."""
-        os.fsync(self._live_fd())
-        self._synced = self.written
-
-    def write_at(self, offset: int, data: bytes) -> None:
-        """Write a piece that may arrive out of order (P2P); see :meth:`hash_through`.
-
-        Needs ``expected_size``. Bytes written this way join the running hash only when
-        :meth:`hash_through` reads them back, once everything before them is on disk.
-        """
-        fd = self._live_fd()
-        with self.abort_on_error("writing"):
-            if self.expected_size is None or offset < 0 or offset + len(data) > self.expected_size:
-                raise IntegrityError(f"{self.digest}: piece at {offset} outside the blob")
-            view = memoryview(data)
-            pos = offset
-            while view:
-                n = os.pwrite(fd, view, pos)
-                view = view[n:]
-                pos += n
-
-    def hash_through(self, end: int) -> None:
-        """Bytes ``[0, end)`` are all on disk: fold ``[written, end)`` into the hash."""
-        fd = self._live_fd()
-        with self.abort_on_error("hashing"):
-            pos = self.written
-            while pos < end:
-                chunk = os.pread(fd, min(end - pos, 1 << 20), pos)
-                if not chunk:
-                    raise CacheError(f"{self.digest}: temp file shorter than {end}")
-                self._hash.update(chunk)
-                pos += len(chunk)
-            self.written = max(self.written, end)
-
-    def commit(self, media_type: str | None = None) -> CacheEntry:
-        """Verify, fsync and atomically move the blob into place.
-
-        Args:
-            media_type: Recorded in the sidecar and returned by later lookups.
-
-        Returns:
-            The committed entry (most recently used).
-
-        Raises:
-            IntegrityError: Size or digest mismatch; nothing is committed.
-            CacheError: Bad media type, disk error, or the writer is already closed.
-        """
-        fd = self._live_fd()
-        with self.abort_on_error("committing"):
-            self._check()
-            if media_type is not None and not (media_type and media_type.isprintable()):
-                raise CacheError(f"unusable media type {media_type!r} for {self.digest}")
-            if self._synced != self.written:
-                os.fsync(fd)
-            self._fd = None
-            os.close(fd)
-            entry = self._cache._install(self.digest, self.path, self.written, media_type)
-        self._closed = True
-        self._cache._release(self)
-        return entry
-
-    def abort(self) -> None:
-        """Delete the temp file and release the reservation. Idempotent."""
-        if self._closed:
-            return
-        self._closed = True
-        if self._fd is not None:
-            with contextlib.suppress(OSError):
-                os.close(self._fd)
-            self._fd = None
-        _unlink_quietly(self.path)
-        self._cache._release(self)
-
-    def _check(self) -> None:
-        if self.expected_size is not None and self.written != self.expected_size:
-            raise IntegrityError(
-                f"{self.digest}: got {self.written} bytes, expected {self.expected_size}"
-            )
-        actual = f"{self._hash.name}:{self._hash.hexdigest()}"
-        if actual != self.digest:
-            raise IntegrityError(f"content hashes to {actual}, expected {self.digest}")
-
-    @contextlib.contextmanager
-    def abort_on_error(self, action: str) -> Iterator[None]:
-        """Abort on any exception, turning OSError (ENOSPC included) into CacheError."""
-        try:
-            yield
-        except OSError as exc:
-            self.abort()
-            raise _os_error(f"{action} {self.digest}", exc) from exc
-        except BaseException:
-            self.abort()
-            raise
-
-    def _live_fd(self) -> int:
-        if self._closed or self._fd is None:
-            raise CacheError(f"writer for {self.digest} is already closed")
-        return self._fd
 
 
 class BlobCache:
@@ -314,10 +112,10 @@ class BlobCache:
             self._tmp.mkdir(parents=True, exist_ok=True)
             for leftover in self._tmp.iterdir():
                 LOGGER.info("removing leftover temp file %s", leftover)
-                _unlink_quietly(leftover)
+                unlink_quietly(leftover)
             found = self._scan(verify=verify)
         except OSError as exc:
-            raise _os_error(f"opening the cache at {self.root}", exc) from exc
+            raise os_error(f"opening the cache at {self.root}", exc) from exc
         found.sort(key=lambda item: item[0])
         self._index = OrderedDict((entry.digest, entry) for _, entry in found)
         self._used = sum(entry.size for entry in self._index.values())
@@ -366,7 +164,7 @@ class BlobCache:
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
         except OSError as exc:
             self._reserved -= expected_size or 0
-            raise _os_error(f"creating a temp file for {digest}", exc) from exc
+            raise os_error(f"creating a temp file for {digest}", exc) from exc
         writer = BlobWriter(self, digest, path=path, fd=fd, expected_size=expected_size)
         self._writers.add(writer)
         return writer
@@ -500,8 +298,8 @@ class BlobCache:
         entry = self._index.pop(digest, None)
         if entry is not None:
             self._used -= entry.size
-            _unlink_quietly(entry.path)
-            _unlink_quietly(entry.path.with_name(entry.path.name + _TYPE_SUFFIX))
+            unlink_quietly(entry.path)
+            unlink_quietly(entry.path.with_name(entry.path.name + _TYPE_SUFFIX))
         return entry
 
     def _scan(self, *, verify: bool) -> list[tuple[int, CacheEntry]]:
@@ -512,7 +310,7 @@ class BlobCache:
                 for path in shard.iterdir():
                     if path.name.endswith(_TYPE_SUFFIX):
                         if not path.with_suffix("").exists():
-                            _unlink_quietly(path)  # the blob's rename never happened
+                            unlink_quietly(path)  # the blob's rename never happened
                         continue
                     name, digest = path.name, f"{algorithm}:{path.name}"
                     valid = len(name) == _HEX_LENGTHS[algorithm] and _HEX_CHARS.issuperset(name)
@@ -522,8 +320,8 @@ class BlobCache:
                     sidecar = path.with_name(path.name + _TYPE_SUFFIX)
                     if verify and _hash_file(path, algorithm) != name:
                         LOGGER.warning("removing corrupted blob %s", path)
-                        _unlink_quietly(path)
-                        _unlink_quietly(sidecar)
+                        unlink_quietly(path)
+                        unlink_quietly(sidecar)
                         continue
                     media_type = sidecar.exists() and sidecar.read_text("utf-8", "replace").strip()
                     stat = path.stat()
@@ -548,42 +346,9 @@ def _hash_file(path: Path, algorithm: str) -> str:
         return hashlib.file_digest(file, algorithm).hexdigest()
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
-
-
-def _pwritev_all(fd: int, chunks: Sequence[bytes | bytearray | memoryview], pos: int) -> None:
-    """Write ``chunks`` back to back at ``pos``: one ``pwritev`` per ``_IOV_MAX`` of them."""
-    views = [memoryview(chunk) for chunk in chunks if chunk]
-    while views:
-        n = os.pwritev(fd, views[:_IOV_MAX], pos)
-        if not n:
-            raise OSError(errno.EIO, "pwritev wrote nothing")
-        pos += n
-        while views and n >= len(views[0]):  # drop what was written, keep a partial tail
-            n -= len(views.pop(0))
-        if n:
-            views[0] = views[0][n:]
-
-
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def _unlink_quietly(path: Path) -> None:
-    try:
-        path.unlink(missing_ok=True)
-    except OSError as exc:  # IsADirectoryError, EACCES...: log and carry on
-        LOGGER.warning("could not delete %s: %s", path, exc)
-
-
-def _os_error(action: str, exc: OSError) -> CacheError:
-    if exc.errno in _DISK_FULL:
-        return CacheError(f"{action}: the cache disk is full ({exc.strerror}); data discarded")
-    return CacheError(f"{action}: {exc}")

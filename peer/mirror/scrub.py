@@ -33,7 +33,8 @@ import trio
 
 from peer.mesh.pieces import hash_piece
 from peer.metrics import NodeMetrics
-from peer.mirror.cache import BlobCache, CacheEntry
+from peer.mirror.cache import BlobCache
+from peer.mirror.writer import CacheEntry
 
 LOGGER = logging.getLogger(__name__)
 

@@ -30,9 +30,9 @@ from typing import TYPE_CHECKING, Final
 import trio
 
 if TYPE_CHECKING:
-    from peer.mirror.cache import BlobWriter
     from peer.mirror.context import BlobBody
     from peer.mirror.flight import Download
+    from peer.mirror.writer import BlobWriter
 
 # Receive buffers per download, allocated once and reused: the loop fills one while the
 # worker hashes and writes another; 4 MiB per cold download in flight. Fresh ``bytes``

@@ -9,6 +9,7 @@ import pytest
 
 from peer.errors import CacheError, CacheFull, IntegrityError
 from peer.mirror import cache as cache_module
+from peer.mirror import writer as writer_module
 from peer.mirror.cache import BlobCache
 
 if TYPE_CHECKING:
@@ -127,7 +128,7 @@ def test_disk_full_is_a_cache_error_and_removes_temp(
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     writer = cache.new_writer(blob(1)[0], expected_size=100)
-    monkeypatch.setattr(cache_module, "_write_all", no_space)
+    monkeypatch.setattr(writer_module, "_write_all", no_space)
     with pytest.raises(CacheError, match="disk is full") as info:
         writer.write(b"abc")
     assert type(info.value) is CacheError
