@@ -23,14 +23,11 @@ Theory of operation (reference: shared/reference/oci-pull-protocol.md §3.5, §4
 
 from __future__ import annotations
 
-import email.utils
 import hashlib
-import json
 import logging
 import re
-import time
-from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Mapping, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Final
 from urllib.parse import quote, urljoin, urlsplit
@@ -42,15 +39,22 @@ import trio
 import peer
 from peer.errors import (
     IntegrityError,
-    UpstreamDenied,
-    UpstreamError,
-    UpstreamNotFound,
     UpstreamProtocolError,
-    UpstreamRateLimited,
-    UpstreamUnavailable,
 )
 from peer.mirror import auth
-from peer.mirror.blobhttp import RAW_BODY, LeanTransport, RawBody
+from peer.mirror.answers import (
+    CLOSE_GRACE,
+    BlobResponse,
+    aclose,
+    drain,
+    error_for,
+    int_header,
+    mapped,
+    media_type_of,
+    read_capped,
+    redact,
+)
+from peer.mirror.blobhttp import LeanTransport
 
 LOGGER = logging.getLogger(__name__)
 
@@ -73,10 +77,6 @@ MAX_REDIRECTS: Final = 10
 MAX_MANIFEST_SIZE: Final = 4 * 1048 * 1048
 #: Token responses are a few KiB (JWTs); this only stops a hostile realm.
 MAX_TOKEN_SIZE: Final = 1 << 20
-#: Unwanted bodies up to this size are read to the end so the connection can be reused.
-MAX_DRAIN: Final = 64 * 1024
-#: Shielded budget for closing a response when we are being cancelled.
-CLOSE_GRACE: Final = 2.0
 #: Sent when a caller gives no Accept list: never let that become a schema1 fetch (§1.5).
 DEFAULT_MANIFEST_ACCEPT: Final = (
     "application/vnd.oci.image.index.v1+json",
@@ -118,100 +118,6 @@ class Manifest:
     body: bytes
     digest: str
     media_type: str
-
-
-class BlobResponse:
-    """An open upstream blob body (from :meth:`Upstream.open_blob`).
-
-    Attributes:
-        size: Total blob size.
-        start: Offset of the first byte of this body (0 when a range was answered with 200).
-        length: Number of bytes this body delivers.
-    """
-
-    def __init__(self, response: httpx.Response, *, size: int, start: int, length: int) -> None:
-        self.size = size
-        self.start = start
-        self.length = length
-        self._response = response
-        self._usable = True  # until chunks() is called or open_blob()'s context exits
-        self._received: int | None = None  # readinto(): bytes so far
-        self._raw: RawBody | None = None
-        self._chunks: AsyncIterator[bytes] | None = None  # readinto() without a RawBody
-        self._stash = memoryview(b"")
-
-    async def chunks(self) -> AsyncIterator[bytes]:
-        """Yield the raw (never decoded) body bytes; call once, inside the context.
-
-        Raises:
-            UpstreamUnavailable: The body broke off or ended before ``length`` bytes.
-            UpstreamProtocolError: The body ran past ``length``.
-        """
-        if not self._usable:
-            raise RuntimeError("BlobResponse.chunks() is single-use, inside open_blob()")
-        self._usable = False
-        what = _redact(self._response.request.url)
-        received = 0
-        raw = self._response.aiter_raw()
-        try:
-            while True:
-                with _mapped(f"reading {what}"):
-                    try:
-                        chunk = await anext(raw)
-                    except StopAsyncIteration:
-                        break
-                received += len(chunk)
-                if received > self.length:
-                    raise UpstreamProtocolError(f"{what}: body longer than {self.length} bytes")
-                yield chunk
-        finally:
-            await _aclose_iter(raw)
-        if received < self.length:
-            raise UpstreamUnavailable(f"{what}: body ended at {received} of {self.length} bytes")
-
-    async def readinto(self, buffer: memoryview) -> int:
-        """Read body bytes into ``buffer``; 0 once all ``length`` bytes came. Inside the context.
-
-        Through :class:`~peer.mirror.blobhttp.LeanTransport` the bytes go from the socket
-        straight into ``buffer``; other transports (tests) are copied from :meth:`chunks`.
-        Do not mix with :meth:`chunks`.
-
-        Raises:
-            UpstreamUnavailable: The body broke off or ended before ``length`` bytes.
-            UpstreamProtocolError: The body ran past ``length``.
-        """
-        what = _redact(self._response.request.url)
-        if self._received is None:
-            if not self._usable:
-                raise RuntimeError("BlobResponse.readinto() works inside open_blob() only")
-            self._received = 0
-            raw = self._response.extensions.get(RAW_BODY)
-            self._raw = raw if isinstance(raw, RawBody) else None
-            if self._raw is None:
-                self._chunks = self.chunks()
-        if self._raw is not None:
-            with _mapped(f"reading {what}"):
-                n = await self._raw.receive_into(buffer[: self.length - self._received + 1])
-        else:
-            assert self._chunks is not None
-            if not self._stash:
-                self._stash = memoryview(await anext(self._chunks, b""))
-            n = min(len(buffer), len(self._stash))
-            buffer[:n] = self._stash[:n]
-            self._stash = self._stash[n:]
-        self._received += n
-        if self._received > self.length:
-            raise UpstreamProtocolError(f"{what}: body longer than {self.length} bytes")
-        if not n and self._received < self.length:
-            raise UpstreamUnavailable(
-                f"{what}: body ended at {self._received} of {self.length} bytes"
-            )
-        return n
-
-    async def aclose(self) -> None:
-        """Finish the fallback iterator of :meth:`readinto`, if any."""
-        if self._chunks is not None:
-            await _aclose_iter(self._chunks)
 
 
 class Upstream:
@@ -290,10 +196,10 @@ class Upstream:
             if exc.status != 405:
                 raise
         else:
-            await _drain(response)
+            await drain(response)
             digest = response.headers.get("docker-content-digest", "")
-            size = _int_header(response, "content-length")
-            media_type = _media_type(response)
+            size = int_header(response, "content-length")
+            media_type = media_type_of(response)
             usable = _DIGEST.fullmatch(digest) is not None and (
                 digest == ref or _DIGEST.fullmatch(ref) is None
             )
@@ -314,21 +220,21 @@ class Upstream:
         registry, repo = _names(registry, repo)
         algorithm = _algorithm(ref)
         response = await self._request("GET", registry, repo, f"manifests/{ref}", accept)
-        what = _redact(response.request.url)
+        what = redact(response.request.url)
         try:
-            if (_int_header(response, "content-length") or 0) > MAX_MANIFEST_SIZE:
+            if (int_header(response, "content-length") or 0) > MAX_MANIFEST_SIZE:
                 raise UpstreamProtocolError(f"{what}: manifest over {MAX_MANIFEST_SIZE} bytes")
             # Decoded bytes: a manifest's digest covers its representation, not a transfer
             # Content-Encoding (which we ask the origin not to use anyway).
-            body = await _read_capped(response, MAX_MANIFEST_SIZE, what)
+            body = await read_capped(response, MAX_MANIFEST_SIZE, what)
         finally:
-            await _aclose(response)
+            await aclose(response)
         digest = ref if algorithm else "sha256:" + hashlib.sha256(body).hexdigest()
         for claimed in (digest, response.headers.get("docker-content-digest", "")):
             alg, _, hexdigest = claimed.partition(":")
             if alg in _VERIFIABLE and hashlib.new(alg, body).hexdigest() != hexdigest:
                 raise IntegrityError(f"{what}: body does not match {claimed}")
-        if not (media_type := _media_type(response)):
+        if not (media_type := media_type_of(response)):
             raise UpstreamProtocolError(f"{what}: no Content-Type")
         return Manifest(body, digest, media_type)
 
@@ -336,10 +242,10 @@ class Upstream:
         """HEAD a blob and return its size."""
         registry, repo = _names(registry, repo)
         response = await self._request("HEAD", registry, repo, f"blobs/{digest}", None, lean=True)
-        await _drain(response)
-        size = _int_header(response, "content-length")
+        await drain(response)
+        size = int_header(response, "content-length")
         if size is None:
-            raise UpstreamProtocolError(f"{_redact(response.request.url)}: no Content-Length")
+            raise UpstreamProtocolError(f"{redact(response.request.url)}: no Content-Length")
         return size
 
     async def check_access(
@@ -374,7 +280,7 @@ class Upstream:
             response = await self._request(
                 "GET", registry, repo, path, wanted, as_client=credentials
             )
-        await _aclose(response)
+        await aclose(response)
 
     def open_blob(
         self, registry: str, repo: str, digest: str, *, start: int = 0, end: int | None = None
@@ -400,8 +306,8 @@ class Upstream:
         )
         blob: BlobResponse | None = None
         try:
-            what = _redact(response.request.url)
-            length = _int_header(response, "content-length")
+            what = redact(response.request.url)
+            length = int_header(response, "content-length")
             if response.status_code == 206 and ranged:
                 match = _CONTENT_RANGE.fullmatch(response.headers.get("content-range", "").strip())
                 first, last, size = map(int, match.groups()) if match else (-1, -1, -1)
@@ -422,7 +328,7 @@ class Upstream:
             if blob is not None:
                 blob._usable = False
                 await blob.aclose()
-            await _aclose(response)
+            await aclose(response)
 
     async def _request(
         self,
@@ -460,22 +366,22 @@ class Upstream:
             own_scope = (f"repository:{repo}:pull",)
             authz, key = await self._authorize(origin, base, scopes.get(origin, own_scope), creds)
             request = client.build_request(method, url, headers=send_headers | authz)
-            with _mapped(f"{method} {_redact(url)}"):
+            with mapped(f"{method} {redact(url)}"):
                 response = await client.send(request, stream=True)
             if origin == _origin(base) and "ratelimit-remaining" in response.headers:
                 self.last_ratelimit[registry] = response.headers["ratelimit-remaining"]
             status = response.status_code
             if 200 <= status < 300:
                 return response
-            body = await _drain(response)
+            body = await drain(response)
             if status in _REDIRECT_STATUSES:
                 redirects += 1
                 if redirects > MAX_REDIRECTS:
-                    raise UpstreamProtocolError(f"{method} {_redact(url)}: too many redirects")
+                    raise UpstreamProtocolError(f"{method} {redact(url)}: too many redirects")
                 url = urljoin(url, response.headers.get("location", ""))
                 if urlsplit(url).scheme not in {"http", "https"}:
-                    raise UpstreamProtocolError(f"{method} {_redact(request.url)}: bad redirect")
-                LOGGER.debug("%s redirected to %s", _redact(request.url), _redact(url))
+                    raise UpstreamProtocolError(f"{method} {redact(request.url)}: bad redirect")
+                LOGGER.debug("%s redirected to %s", redact(request.url), redact(url))
                 continue
             if status == 401 and origin not in scopes:
                 values = response.headers.get_list("www-authenticate")
@@ -491,7 +397,7 @@ class Upstream:
                     scopes[origin] = auth.pull_scopes(challenge, repo)
                     continue
             hub_anonymous = registry == DOCKER_HUB and key is not None and not key.identity
-            raise _error_for(response, body, hub_anonymous=hub_anonymous)
+            raise error_for(response, body, hub_anonymous=hub_anonymous)
 
     async def _authorize(
         self, origin: str, base: str, scopes: Sequence[str], creds: tuple[str, str] | None
@@ -524,15 +430,15 @@ class Upstream:
     async def _fetch_token(self, key: auth.TokenRequest, creds: tuple[str, str] | None) -> str:
         headers = {"Authorization": auth.basic_authorization(creds)} if creds else {}
         request = self._client.build_request("GET", key.realm, params=key.query(), headers=headers)
-        what = f"token from {_redact(request.url)}"
-        with _mapped(what):
+        what = f"token from {redact(request.url)}"
+        with mapped(what):
             response = await self._client.send(request, stream=True)
         if response.status_code != 200:
-            raise _error_for(response, await _drain(response), hub_anonymous=False)
+            raise error_for(response, await drain(response), hub_anonymous=False)
         try:
-            body = await _read_capped(response, MAX_TOKEN_SIZE, what)
+            body = await read_capped(response, MAX_TOKEN_SIZE, what)
         finally:
-            await _aclose(response)
+            await aclose(response)
         token = auth.parse_token_response(body, now=trio.current_time())
         self._tokens.put(key, token, now=trio.current_time())
         LOGGER.debug("fetched %s for %s", what, " ".join(key.scopes))
@@ -561,109 +467,3 @@ def _algorithm(ref: str) -> str | None:
 def _origin(url: str) -> str:
     parts = urlsplit(url)
     return f"{parts.scheme}://{parts.netloc.lower()}"
-
-
-def _redact(url: str | httpx.URL) -> str:
-    """URL without query or userinfo (presigned URLs carry credentials in the query)."""
-    parts = urlsplit(str(url))
-    port = f":{parts.port}" if parts.port else ""
-    return f"{parts.scheme}://{parts.hostname or ''}{port}{parts.path}"
-
-
-def _int_header(response: httpx.Response, name: str) -> int | None:
-    value = response.headers.get(name, "").strip()
-    return int(value) if value.isdigit() else None
-
-
-def _media_type(response: httpx.Response) -> str:
-    """``Content-Type`` without parameters ("" when absent)."""
-    return str(response.headers.get("content-type", "")).split(";", 1)[0].strip()
-
-
-def _retry_after(value: str | None) -> float | None:
-    """``Retry-After`` in seconds: delta-seconds or an HTTP-date (RFC 9110 §10.2.3)."""
-    if value is None:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
-
-
-@contextmanager
-def _mapped(what: str) -> Iterator[None]:
-    """Translate httpx exceptions into the peer error tree (httpcore ``map_exceptions``)."""
-    try:
-        yield
-    except (httpx.DecodingError, httpx.InvalidURL) as exc:
-        raise UpstreamProtocolError(f"{what}: {type(exc).__name__}: {exc}") from exc
-    except httpx.HTTPError as exc:  # TransportError (timeouts included) and the rest
-        raise UpstreamUnavailable(f"{what}: {type(exc).__name__}: {exc}") from exc
-
-
-async def _read_capped(response: httpx.Response, cap: int, what: str) -> bytes:
-    """Read a (decoded) body, refusing more than ``cap`` bytes."""
-    body = bytearray()
-    chunks = response.aiter_bytes()
-    try:
-        while True:
-            with _mapped(f"reading {what}"):
-                try:
-                    body += await anext(chunks)
-                except StopAsyncIteration:
-                    return bytes(body)
-            if len(body) > cap:
-                raise UpstreamProtocolError(f"{what}: body over {cap} bytes")
-    finally:
-        await _aclose_iter(chunks)
-
-
-async def _drain(response: httpx.Response) -> bytes:
-    """Read and close an unwanted body, keeping the connection if it is short (≤ MAX_DRAIN)."""
-    try:
-        return await _read_capped(response, MAX_DRAIN, _redact(response.request.url))
-    except UpstreamError:
-        return b""  # too long or broken: closing drops the connection, which is fine
-    finally:
-        await _aclose(response)
-
-
-def _error_for(response: httpx.Response, body: bytes, *, hub_anonymous: bool) -> UpstreamError:
-    """The :class:`UpstreamError` for a final non-2xx ``response`` with (drained) ``body``."""
-    status = response.status_code
-    message = f"{response.request.method} {_redact(response.request.url)}: {status}"
-    try:
-        first = json.loads(body)["errors"][0]
-        message += f" {first['code']}: {first.get('message', '')}"[:200]
-    except (ValueError, LookupError, TypeError):
-        pass
-    if status == 404 or (status == 401 and hub_anonymous):
-        return UpstreamNotFound(message, status=status)
-    if status in {401, 403}:
-        return UpstreamDenied(message, status=status)
-    if status == 429:
-        return UpstreamRateLimited(
-            message, retry_after=_retry_after(response.headers.get("retry-after"))
-        )
-    if status >= 500:
-        return UpstreamUnavailable(message, status=status)
-    return UpstreamProtocolError(message, status=status)
-
-
-async def _aclose(response: httpx.Response) -> None:
-    """Close a response even while being cancelled (bounded by ``CLOSE_GRACE``)."""
-    with trio.move_on_after(CLOSE_GRACE, shield=True):
-        try:
-            await response.aclose()
-        except httpx.HTTPError:
-            pass  # the connection is gone either way
-
-
-async def _aclose_iter(iterator: AsyncIterator[bytes]) -> None:
-    """Finalise an httpx body iterator now rather than at garbage collection."""
-    if isinstance(iterator, AsyncGenerator):
-        await iterator.aclose()
