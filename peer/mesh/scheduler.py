@@ -39,6 +39,11 @@ it is never asked again. Costs: a call is O(peers + assignments) plus, per peer 
 free slot, O(min(pieces it holds, pending pieces)) (see :class:`RarityIndex`); nothing
 walks pieces × peers. A piece is in exactly one place: pending (in the rarity index), in
 flight (``_inflight``, with one entry per source) or verified (``_have``).
+
+**Origin runs.** The shell may widen an origin request into a *run* of the following
+pieces (one HTTP range request, leased at once at the tracker) with
+:meth:`PieceScheduler.extend_origin`: those pieces are in flight from the origin too, but
+the run takes the one origin slot its first piece took, until its last piece is resolved.
 """
 
 from __future__ import annotations
@@ -141,7 +146,9 @@ class PieceScheduler(Generic[P]):
         self._hedge: set[int] = set()
         self._origin_not_before: dict[int, float] = {}
         self._origin_paused_until = -math.inf
-        self._origin_busy = 0
+        self._origin_busy = 0  # origin slots taken (a run takes one)
+        self._runs: dict[int, int] = {}  # piece in flight in an origin run -> run id
+        self._run_left: dict[int, int] = {}  # run id -> its pieces in flight
         self._peers: dict[P, _Peer] = {}
         self._banned: set[P] = set()
         self._cursor = 0
@@ -174,6 +181,15 @@ class PieceScheduler(Generic[P]):
     def sources(self, index: int) -> frozenset[P | Origin]:
         """Who piece ``index`` is currently requested from."""
         return frozenset(self._inflight.get(index, ()))
+
+    @property
+    def origin_fetches(self) -> int:
+        """Origin requests in flight (a run counts once)."""
+        return self._origin_busy
+
+    def is_pending(self, index: int) -> bool:
+        """Piece ``index`` is neither verified nor in flight."""
+        return 0 <= index < self._n and index in self._pool
 
     def is_banned(self, peer: P) -> bool:
         return peer in self._banned
@@ -281,6 +297,32 @@ class PieceScheduler(Generic[P]):
         self._release(source, index)
         if not isinstance(source, Origin) and (state := self._peers.get(source)) is not None:
             self._penalise(state, now)
+
+    def extend_origin(self, first: int, pieces: range, now: float) -> list[int]:
+        """The origin request of ``first`` (in flight) also fetches ``pieces``: a run.
+
+        The pieces still pending go in flight from the origin without taking slots; the
+        run keeps the slot ``first`` took until each of its pieces is resolved (verified,
+        refused, timed out). Returns the pieces taken; the others are verified or asked
+        elsewhere already (whatever the run brings of them is a spare copy).
+        """
+        if ORIGIN not in self._inflight.get(first, {}):
+            return []
+        taken = [j for j in pieces if j != first and 0 <= j < self._n and j in self._pool]
+        if not taken:
+            return []
+        run = self._runs.get(first)
+        if run is None:  # a new run: the slot ``first`` took is now the run's
+            self._seq += 1
+            run = self._runs[first] = self._seq
+            self._run_left[run] = 1
+        for index in taken:
+            self._seq += 1
+            self._inflight.setdefault(index, {})[ORIGIN] = (now, self._seq)
+            self._pool.discard(index)
+            self._runs[index] = run
+        self._run_left[run] += len(taken)
+        return taken
 
     # ---- decisions ---------------------------------------------------------------------
 
@@ -422,6 +464,12 @@ class PieceScheduler(Generic[P]):
 
     def _free_slot(self, source: P | Origin, index: int) -> None:
         if isinstance(source, Origin):
+            run = self._runs.pop(index, None)
+            if run is not None:
+                self._run_left[run] -= 1
+                if self._run_left[run] > 0:
+                    return  # the run goes on in its slot
+                del self._run_left[run]
             self._origin_busy -= 1
         elif (state := self._peers.get(source)) is not None:
             state.inflight.discard(index)

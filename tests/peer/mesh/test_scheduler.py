@@ -206,6 +206,54 @@ def test_origin_paused_for_every_piece_when_the_cluster_cap_is_full() -> None:
     assert sorted(got) == [Assignment(ORIGIN, i) for i in sorted({1, 2, 3} - {peer_piece})]
 
 
+def test_origin_run_takes_one_slot_until_its_last_piece() -> None:
+    s = make(pieces=8, origin=True, origin_slots=2, window=1, endgame_pieces=0)
+    s.set_read_position(0)
+    first, second = s.next_requests(0.0)
+    assert first == Assignment(ORIGIN, 0)
+    assert second.source == ORIGIN
+    s.on_busy(ORIGIN, second.piece, 0.0, retry_after=0.0)  # its lease went elsewhere
+    s.pause_origin(0.0, 0.15)  # ... capped
+    # the tracker leased pieces 0-3 to us as one run; piece 2 is on its way from a peer
+    s.on_bitfield("a", bits(8, [2]))
+    assert Assignment("a", 2) in s.next_requests(0.1)
+    assert s.extend_origin(0, range(4), 0.1) == [1, 3]
+    assert s.sources(1) == s.sources(3) == {ORIGIN}
+    assert s.origin_fetches == 1
+    got = s.next_requests(0.2)
+    assert [a.source for a in got] == [ORIGIN]
+    assert got[0].piece in {4, 5, 6, 7}
+    assert s.origin_fetches == 2
+    assert s.on_piece_ok(ORIGIN, 0, 0.3) == []
+    assert s.next_requests(0.3) == []  # the run still holds its slot
+    assert s.on_piece_ok("a", 2, 0.3) == []
+    assert s.on_piece_ok(ORIGIN, 1, 0.4) == []
+    s.on_busy(ORIGIN, 3, 0.4, retry_after=1.0)  # the run broke before its last piece
+    assert s.origin_fetches == 1
+    assert s.is_pending(3)
+    (again,) = s.next_requests(0.5)  # the run's slot is free again; piece 3 backs off
+    assert again.source == ORIGIN
+    assert again.piece in {4, 5, 6, 7} - {got[0].piece}
+    idle = next(i for i in range(4, 8) if s.is_pending(i))
+    assert s.extend_origin(idle, range(idle, 8), 0.5) == []  # not in flight from the origin
+
+
+def test_origin_run_piece_from_a_peer_cancels_only_that_piece() -> None:
+    s = make(pieces=4, origin=True, origin_slots=1, window=0, endgame_pieces=4)
+    (head,) = s.next_requests(0.0)
+    run = range(head.piece, head.piece + 1) if head.piece == 3 else range(head.piece, 4)
+    taken = s.extend_origin(head.piece, run, 0.0)
+    assert s.origin_fetches == 1
+    if taken:
+        s.on_bitfield("a", bits(4, taken))
+        assert Assignment("a", taken[-1]) in s.next_requests(0.1)  # endgame: a second source
+        assert s.on_piece_ok("a", taken[-1], 0.2) == [Assignment(ORIGIN, taken[-1])]
+    for index in run:
+        if index not in s.have:
+            s.on_piece_ok(ORIGIN, index, 0.3)
+    assert s.origin_fetches == 0
+
+
 def test_paused_origin_takes_no_hedge() -> None:
     s = make(pieces=1, origin=True, per_peer=1, hedge_min=0.5, endgame_pieces=0)
     s.on_bitfield("a", bits(1, [0]))
@@ -336,6 +384,9 @@ def check(
         mine = [i for i in range(have.size) if peer in s.sources(i)]
         assert len(mine) <= cfg.per_peer
         assert peer not in banned or not mine
+    at_origin = sum(1 for i in range(have.size) if ORIGIN in s.sources(i))
+    assert 0 <= s.origin_fetches <= min(at_origin, cfg.origin_slots)
+    assert (s.origin_fetches == 0) == (at_origin == 0)
 
 
 @settings(max_examples=60, deadline=None)
@@ -371,6 +422,9 @@ def test_random_runs_keep_invariants(seed: int) -> None:
                 if source != ORIGIN:
                     assert source not in banned
                     assert piece in holders[source]
+                elif rng.random() < 0.3:  # the tracker leased a run
+                    for j in s.extend_origin(piece, range(piece, piece + rng.randint(1, 5)), now):
+                        assert ORIGIN in s.sources(j)
         else:
             busy = [(src, i) for i in range(n) for src in s.sources(i)]
             if busy:
