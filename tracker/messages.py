@@ -36,6 +36,9 @@ MAX_PIECE_SIZE: Final = 1 << 26
 MAX_LEASE_TTL: Final = 300.0
 #: Piece ranges per blob a lease can name (same bound as pieces per blob).
 MAX_PIECE_INDEX: Final = MAX_PIECES - 1
+#: Consecutive pieces one lease may cover (``LeaseRequest.count``): 64 × 4 MiB is one
+#: 256 MiB range request, and a run can never tie up more than that of one blob.
+MAX_LEASE_RUN: Final = 64
 #: Recent errors one announce may carry (a node sends those since its last announce).
 MAX_NODE_ERRORS: Final = 16
 #: Characters of one reported error message: one log line, not a traceback.
@@ -242,6 +245,15 @@ class LeaseRequest:
 
     ``piece_index`` names the range (its first piece, in the P2P layer's range units).
     The holder renews by asking again; ``ttl`` 0 releases the lease.
+
+    ``count`` (optional on the wire, added in a minor revision; 1 to ``MAX_LEASE_RUN``)
+    asks for a run of consecutive pieces ``[piece_index, piece_index + count)`` under one
+    lease, to fetch with one range request. A new grant covers ``piece_index`` as ever and
+    extends over the following pieces only while the asker is alone fetching the blob
+    from the origin and each next piece is neither leased nor recorded (see
+    ``tracker.records``); a renewal renews the asker's live leases of the run from
+    ``piece_index`` on, and a release releases the asker's leases of the run. A tracker
+    that does not know the field grants ``piece_index`` alone.
     """
 
     digest: str
@@ -249,6 +261,7 @@ class LeaseRequest:
     peer_id: str
     session: bytes
     ttl: float
+    count: int = 1
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -259,12 +272,18 @@ class LeaseReply:
     blob already has the tracker's cap of origin fetches in flight; ``holder`` and
     ``expires_at`` then name the blob's lease that ends first. A peer that does not know
     the field sees an ordinary refusal of that piece.
+
+    ``count`` (optional on the wire, added in a minor revision): on a grant or renewal the
+    lease covers pieces ``[piece_index, piece_index + count)``, which may be fewer than
+    asked (never 0); on a release it echoes the request's ``count``; on a refusal it is 1.
+    A reply without it covers ``piece_index`` alone.
     """
 
     granted: bool
     holder: str
     expires_at: float
     capped: bool = False
+    count: int = 1
 
 
 Message = (

@@ -45,6 +45,7 @@ from tracker.messages import (
     MAX_ERROR_MESSAGE,
     MAX_HELD,
     MAX_IN_PROGRESS,
+    MAX_LEASE_RUN,
     MAX_LEASE_TTL,
     MAX_LOOKUP_LIMIT,
     MAX_NODE_ERRORS,
@@ -82,6 +83,7 @@ __all__ = [
     "MAX_ERROR_MESSAGE",
     "MAX_HELD",
     "MAX_IN_PROGRESS",
+    "MAX_LEASE_RUN",
     "MAX_LEASE_TTL",
     "MAX_LOOKUP_LIMIT",
     "MAX_NODE_ERRORS",
@@ -276,9 +278,11 @@ _SPECS: Final[dict[type, tuple[str, dict[str, Validator]]]] = {
     LeaseRequest: ("lease", {
         "digest": _DIGEST, "piece_index": _int(0, MAX_PIECE_INDEX), "peer_id": _PEER_ID,
         "session": _SESSION, "ttl": _float(0.0, MAX_LEASE_TTL),
+        "count": _int(1, MAX_LEASE_RUN),
     }),
     LeaseReply: ("lease_reply", {
         "granted": _BOOL, "holder": _PEER_ID, "expires_at": _TIME, "capped": _BOOL,
+        "count": _int(1, MAX_LEASE_RUN),
     }),
 }  # fmt: skip
 
@@ -287,7 +291,8 @@ _SPECS: Final[dict[type, tuple[str, dict[str, Validator]]]] = {
 #: peer sees exactly the bytes it always did.
 _OPTIONAL: Final[dict[type, dict[str, object]]] = {
     Announce: {"errors": ()},
-    LeaseReply: {"capped": False},
+    LeaseRequest: {"count": 1},
+    LeaseReply: {"capped": False, "count": 1},
 }
 
 

@@ -25,6 +25,23 @@ refuses the piece to others until it expires (they should get it from the holder
 has it now; a full release would invite a second origin fetch of the same range).
 A lease whose holder is no longer a live peer (it left, or expired) refuses nobody: the
 registry drops it before the next asker is answered (``Registry.lease``).
+
+Runs. A request may ask for ``count`` consecutive pieces ``[piece_index, piece_index +
+count)`` (at most ``MAX_LEASE_RUN``), so that a node alone fetching a blob pays one lease
+and one range request for many pieces. A refusal (held or capped) is decided by
+``piece_index`` alone and covers it alone. A release releases each piece of the run whose
+lease the asker holds (others' are untouched), cap entries included. A renewal renews
+``piece_index`` and each following piece of the run while its live lease is the asker's,
+stopping at the first that is not. A new grant takes ``piece_index`` as a single lease
+does (cap check, lease, cap entry); then, if ``count > 1`` and the blob is solo (no live
+cap entry, i.e. no unrecorded origin fetch in flight, held by another peer), it extends
+over each next piece while nobody holds a live lease of it, its hash is not recorded in
+the blob's piece record (nor past that record's piece count, nor past ``MAX_PIECES``) and
+``max_leases`` leaves room (a run is shortened, never refused, for room). Extended pieces
+are leased to the asker until the same expiry and refused to others like any lease, but
+get no cap entry: a run counts once against ``max_origin_fetches``, by its first piece,
+until that piece's hash is recorded. The reply's ``count`` is the run's length (the
+request's ``count`` for a release, 1 for a refusal).
 """
 
 from __future__ import annotations
@@ -166,30 +183,86 @@ class Records:
         return [r for _, r in zip(range(limit), reversed(self._tags.values()), strict=False)]
 
     def lease(self, req: p.LeaseRequest, now: float) -> p.LeaseReply:
-        """Grant, renew, release or refuse a lease (see the module docstring).
+        """Grant, renew, release or refuse a lease or a run (see the module docstring).
 
         Raises:
             RegistryFull: ``max_leases`` live leases exist and this one is new.
         """
-        key = (req.digest, req.piece_index)
+        digest, first, peer = req.digest, req.piece_index, req.peer_id
+        key = (digest, first)
         current = self._leases.get(key)
         live = current is not None and current[1] > now
-        if live and current is not None and current[0] != req.peer_id:
+        if live and current is not None and current[0] != peer:
             return p.LeaseReply(granted=False, holder=current[0], expires_at=current[1])
+        blob = self._blob_leases.get(digest, {})
         if req.ttl == 0:
-            self._leases.pop(key, None)
-            self._blob_leases.get(req.digest, {}).pop(req.piece_index, None)
-            return p.LeaseReply(granted=True, holder=req.peer_id, expires_at=now)
-        if not live and (refusal := self._capped(req.digest, now)) is not None:
+            for index in range(first, first + req.count):
+                held = self._leases.get((digest, index))
+                if index == first or (held is not None and held[0] == peer):
+                    self._leases.pop((digest, index), None)
+                    blob.pop(index, None)
+            return p.LeaseReply(granted=True, holder=peer, expires_at=now, count=req.count)
+        if not live and (refusal := self._capped(digest, now)) is not None:
             return refusal
         if current is None and len(self._leases) >= self._policy.max_leases:
             self.sweep(now)
             if len(self._leases) >= self._policy.max_leases:
                 raise RegistryFull(f"{len(self._leases)} live leases")
         expires_at = now + req.ttl
-        self._leases[key] = (req.peer_id, expires_at)
-        self._blob_leases.setdefault(req.digest, {})[req.piece_index] = expires_at
-        return p.LeaseReply(granted=True, holder=req.peer_id, expires_at=expires_at)
+        self._leases[key] = (peer, expires_at)
+        self._blob_leases.setdefault(digest, {})[first] = expires_at
+        end = min(first + req.count, p.MAX_PIECES)
+        if live:
+            count = self._renew_run(req, end, expires_at, now)
+        elif end > first + 1 and self._solo(digest, peer, now):
+            count = self._extend_run(req, end, expires_at, now)
+        else:
+            count = 1
+        return p.LeaseReply(granted=True, holder=peer, expires_at=expires_at, count=count)
+
+    def _renew_run(self, req: p.LeaseRequest, end: int, expires_at: float, now: float) -> int:
+        """Renew the asker's live leases after ``piece_index`` up to the first that is not."""
+        blob = self._blob_leases[req.digest]
+        index = req.piece_index + 1
+        while index < end:
+            held = self._leases.get((req.digest, index))
+            if held is None or held[1] <= now or held[0] != req.peer_id:
+                break
+            self._leases[(req.digest, index)] = (req.peer_id, expires_at)
+            if index in blob:  # a piece granted on its own keeps counting against the cap
+                blob[index] = expires_at
+            index += 1
+        return index - req.piece_index
+
+    def _solo(self, digest: str, peer: str, now: float) -> bool:
+        """No peer but ``peer`` holds an unrecorded origin fetch of ``digest`` in flight."""
+        for index, until in self._blob_leases.get(digest, {}).items():
+            if until > now:
+                held = self._leases.get((digest, index))
+                if held is None or held[0] != peer:
+                    return False
+        return True
+
+    def _extend_run(self, req: p.LeaseRequest, end: int, expires_at: float, now: float) -> int:
+        """Lease the free, unrecorded pieces after a new grant's ``piece_index``."""
+        digest = req.digest
+        record = self._pieces.get(digest)
+        if record is not None:
+            end = min(end, len(record.hashes))
+        blob = self._blob_leases[digest]
+        index = req.piece_index + 1
+        while index < end:
+            held = self._leases.get((digest, index))
+            if held is not None and held[1] > now:
+                break
+            if record is not None and record.hashes[index]:
+                break
+            if held is None and len(self._leases) >= self._policy.max_leases:
+                break
+            self._leases[(digest, index)] = (req.peer_id, expires_at)
+            blob.pop(index, None)  # a stale cap entry of an expired lease
+            index += 1
+        return index - req.piece_index
 
     def lease_holder(self, digest: str, index: int, now: float) -> str | None:
         """The holder of the live lease of piece ``index`` of ``digest``, if any."""
@@ -208,7 +281,8 @@ class Records:
             return
         hashes = record.hashes
         for index in [i for i in blob if i < len(hashes) and hashes[i]]:
-            if self._leases[(record.digest, index)][0] == record.peer_id:
+            held = self._leases.get((record.digest, index))  # None once swept
+            if held is not None and held[0] == record.peer_id:
                 del blob[index]
 
     def _capped(self, digest: str, now: float) -> p.LeaseReply | None:
@@ -221,7 +295,8 @@ class Records:
             del blob[index]
         if len(blob) < cap:
             return None
-        first, until = min(blob.items(), key=lambda item: item[1])
+        # Ties broken like Redis's zset (by the index as a string), so both stores agree.
+        first, until = min(blob.items(), key=lambda item: (item[1], str(item[0])))
         holder = self._leases[(digest, first)][0]
         return p.LeaseReply(granted=False, holder=holder, expires_at=until, capped=True)
 

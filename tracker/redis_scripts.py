@@ -29,9 +29,10 @@ Key layout (``P`` is the store's prefix, ``shoal:`` by default)::
     P tags_order       zset   tag key -> update sequence (oldest evicted first)
     P lease_holder     hash   "digest#index" -> peer id
     P leases           zset   "digest#index" -> expiry (Unix seconds)
-    P bl:<digest>      zset   piece index -> expiry, the blob's leases (for the cap on
-                              origin fetches in flight; pruned as it is read, and
-                              expiring MAX_LEASE_TTL after its last grant)
+    P bl:<digest>      zset   piece index -> expiry, the blob's leases that count against
+                              the cap on origin fetches in flight (a run's first piece
+                              only; pruned as it is read, and expiring MAX_LEASE_TTL
+                              after its last grant)
     P seq              string sequence for the *_order zsets
 
 The scripts touch keys they compute from ARGV, so they need a standalone Redis (or one
@@ -207,14 +208,16 @@ return 'ok'
 )
 
 #: ARGV: P, member, peer, session, now, ttl, expires_at, max_leases, peer_ttl, digest,
-#: index, max_origin_fetches (0: no cap), key lifetime (s).
-#: Returns {'granted', expires_at} | {'held', holder, expires_at}
-#: | {'capped', holder, expires_at} | {'conflict'} | {'full'}.
+#: index, max_origin_fetches (0: no cap), key lifetime (s), end of the run (exclusive,
+#: ``min(index + count, MAX_PIECES)``). Returns {'granted', expires_at, count}
+#: | {'held', holder, expires_at} | {'capped', holder, expires_at} | {'conflict'} | {'full'}.
+#: Runs as in ``Records.lease``; a release's count is the caller's to report.
 LEASE: Final = (
     _COMMON
     + """
 local P, member, peer, session = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local now, ttl = tonumber(ARGV[5]), tonumber(ARGV[6])
+local digest, first, stop = ARGV[10], tonumber(ARGV[11]), tonumber(ARGV[14])
 local seen = redis.call('ZSCORE', P .. 'seen', peer)
 if seen and tonumber(seen) > now - tonumber(ARGV[9])
     and redis.call('HGET', P .. 'session', peer) ~= session then
@@ -223,42 +226,108 @@ end
 local cur = redis.call('HGET', P .. 'lease_holder', member)
 local exp = redis.call('ZSCORE', P .. 'leases', member)
 local live = cur and exp and tonumber(exp) > now
-local blob = P .. 'bl:' .. ARGV[10]
+local blob = P .. 'bl:' .. digest
+local function drop(m, i)
+  redis.call('HDEL', P .. 'lease_holder', m)
+  redis.call('ZREM', P .. 'leases', m)
+  redis.call('ZREM', blob, i)
+end
 if live and cur ~= peer then
   local held_by = redis.call('ZSCORE', P .. 'seen', cur)
   if held_by and tonumber(held_by) > now - tonumber(ARGV[9]) then
     return {'held', cur, exp}
   end
   -- its holder left or expired: nobody is fetching the piece any more
-  redis.call('HDEL', P .. 'lease_holder', member)
-  redis.call('ZREM', P .. 'leases', member)
-  redis.call('ZREM', blob, ARGV[11])
+  drop(member, ARGV[11])
   cur, live = false, false
 end
 if ttl == 0 then
-  redis.call('HDEL', P .. 'lease_holder', member)
-  redis.call('ZREM', P .. 'leases', member)
-  redis.call('ZREM', blob, ARGV[11])
-  return {'granted', ARGV[5]}
+  drop(member, ARGV[11])
+  for i = first + 1, stop - 1 do
+    local m = digest .. '#' .. i
+    if redis.call('HGET', P .. 'lease_holder', m) == peer then drop(m, i) end
+  end
+  return {'granted', ARGV[5], 0}
 end
 local cap = tonumber(ARGV[12])
 if not live and cap > 0 then
   redis.call('ZREMRANGEBYSCORE', blob, '-inf', ARGV[5])
   if redis.call('ZCARD', blob) >= cap then
-    local first = redis.call('ZRANGE', blob, 0, 0, 'WITHSCORES')
-    local holder = redis.call('HGET', P .. 'lease_holder', ARGV[10] .. '#' .. first[1])
-    return {'capped', holder, first[2]}
+    local f = redis.call('ZRANGE', blob, 0, 0, 'WITHSCORES')
+    local holder = redis.call('HGET', P .. 'lease_holder', digest .. '#' .. f[1])
+    return {'capped', holder, f[2]}
   end
 end
-if not cur and redis.call('ZCARD', P .. 'leases') >= tonumber(ARGV[8]) then
+local max = tonumber(ARGV[8])
+if not cur and redis.call('ZCARD', P .. 'leases') >= max then
   expire_leases(P, ARGV[5])
-  if redis.call('ZCARD', P .. 'leases') >= tonumber(ARGV[8]) then return {'full'} end
+  if redis.call('ZCARD', P .. 'leases') >= max then return {'full'} end
 end
 redis.call('HSET', P .. 'lease_holder', member, peer)
 redis.call('ZADD', P .. 'leases', ARGV[7], member)
 redis.call('ZADD', blob, ARGV[7], ARGV[11])
 redis.call('EXPIRE', blob, ARGV[13])
-return {'granted', ARGV[7]}
+local i = first + 1
+if live then  -- renewal: the asker's live leases that follow, up to the first that is not
+  while i < stop do
+    local m = digest .. '#' .. i
+    local e = redis.call('ZSCORE', P .. 'leases', m)
+    if not e or tonumber(e) <= now or redis.call('HGET', P .. 'lease_holder', m) ~= peer then
+      break
+    end
+    redis.call('ZADD', P .. 'leases', ARGV[7], m)
+    redis.call('ZADD', blob, 'XX', ARGV[7], i)
+    i = i + 1
+  end
+  return {'granted', ARGV[7], i - first}
+end
+if stop <= i then return {'granted', ARGV[7], 1} end
+for _, m in ipairs(redis.call('ZRANGEBYSCORE', blob, '(' .. ARGV[5], '+inf')) do
+  if redis.call('HGET', P .. 'lease_holder', digest .. '#' .. m) ~= peer then
+    return {'granted', ARGV[7], 1}  -- another peer's origin fetch is in flight
+  end
+end
+-- The blob's piece record, if any: pieces whose hash is known end the run (the record is
+-- [size, piece_size, [bin, ...]]; at is the offset of piece i's bin, 0xc4 and a length).
+local rec = redis.call('HGET', P .. 'pieces', digest)
+local at
+if rec then
+  local function uint(pos)
+    local b = string.byte(rec, pos)
+    if b < 0x80 then return 1 elseif b == 0xcc then return 2 elseif b == 0xcd then return 3
+    elseif b == 0xce then return 5 end
+    return 9
+  end
+  at = 2 + uint(2)
+  at = at + uint(at)
+  local a, n = string.byte(rec, at), 0
+  if a == 0xdc then
+    n, at = string.byte(rec, at + 1) * 256 + string.byte(rec, at + 2), at + 3
+  elseif a == 0xdd then
+    for k = 1, 4 do n = n * 256 + string.byte(rec, at + k) end
+    at = at + 5
+  else
+    n, at = a - 0x90, at + 1
+  end
+  if n < stop then stop = n end
+  for _ = 0, math.min(first, n - 1) do at = at + 2 + string.byte(rec, at + 1) end
+end
+while i < stop do
+  local m = digest .. '#' .. i
+  local e = redis.call('ZSCORE', P .. 'leases', m)
+  if e and tonumber(e) > now then break end
+  if rec then
+    local len = string.byte(rec, at + 1)
+    if len > 0 then break end
+    at = at + 2 + len
+  end
+  if not e and redis.call('ZCARD', P .. 'leases') >= max then break end
+  redis.call('HSET', P .. 'lease_holder', m, peer)
+  redis.call('ZADD', P .. 'leases', ARGV[7], m)
+  redis.call('ZREM', blob, i)  -- a stale cap entry of an expired lease
+  i = i + 1
+end
+return {'granted', ARGV[7], i - first}
 """
 )
 

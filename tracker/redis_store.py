@@ -234,9 +234,10 @@ class RedisStore:
         # Every hash is a bin 8 of 0 or 32 bytes: a 2-byte header and the value.
         head = len(content) - sum(2 + len(h) for h in record.hashes)
         cost = PIECE_RECORD_OVERHEAD + 32 * len(record.hashes)
-        if self.policy.max_origin_fetches > 0:  # the writer's fetches of these pieces are done
-            flags = "".join("1" if h else "0" for h in record.hashes)
-            await self._run(self._script, "LEASES_DONE", record.digest, record.peer_id, flags)
+        # The writer's fetches of these pieces are done (even without a cap: a run is only
+        # granted while no other peer's fetch of the blob is in flight).
+        flags = "".join("1" if h else "0" for h in record.hashes)
+        await self._run(self._script, "LEASES_DONE", record.digest, record.peer_id, flags)
         args = (record.digest, content, record.peer_id, cost, self.policy.max_piece_bytes, head)
         stored, conflict = await self._run(self._script, "PUT_PIECES", *args)
         return p.PiecesPutReply(stored=bool(stored), conflict=bool(conflict))
@@ -277,9 +278,10 @@ class RedisStore:
         member = f"{req.digest}#{req.piece_index}"
         expires = repr(now + req.ttl)
         args = (member, req.peer_id, req.session, repr(now), req.ttl, expires)
+        end = min(req.piece_index + req.count, p.MAX_PIECES)
         blob = (req.digest, req.piece_index, self.policy.max_origin_fetches, _BLOB_LEASES_TTL)
         out = await self._run(
-            self._script, "LEASE", *args, self.policy.max_leases, self.policy.peer_ttl, *blob
+            self._script, "LEASE", *args, self.policy.max_leases, self.policy.peer_ttl, *blob, end
         )
         if out[0] == b"conflict":
             raise PeerConflict(f"peer id {req.peer_id!r} is live under another session")
@@ -292,7 +294,8 @@ class RedisStore:
                 expires_at=float(out[2]),
                 capped=out[0] == b"capped",
             )
-        return p.LeaseReply(granted=True, holder=req.peer_id, expires_at=float(out[1]))
+        count = req.count if req.ttl == 0 else int(out[2])
+        return p.LeaseReply(granted=True, holder=req.peer_id, expires_at=float(out[1]), count=count)
 
     # --- admin (the blocking reads live in tracker.redis_admin) --------------------------
 

@@ -203,7 +203,9 @@ class Registry:
         )
 
     def lease(self, req: p.LeaseRequest, now: float) -> p.LeaseReply:
-        """Grant, renew, release or refuse an origin-fetch lease (see ``Records.lease``).
+        """Grant, renew, release or refuse an origin-fetch lease or run (``Records.lease``).
+
+        A dead holder's lease of ``piece_index`` is dropped first (a run stops at any lease).
 
         Raises:
             PeerConflict: The asker's id is live under another session.

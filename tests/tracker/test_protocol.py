@@ -82,6 +82,8 @@ MESSAGES: list[p.Message] = [
     p.LeaseRequest(digest=D1, piece_index=p.MAX_PIECE_INDEX, peer_id="n", session=S, ttl=0.0),
     p.LeaseReply(granted=False, holder="other", expires_at=1_700_000_010.5),
     p.LeaseReply(granted=False, holder="other", expires_at=1_700_000_010.5, capped=True),
+    p.LeaseRequest(digest=D1, piece_index=7, peer_id="n", session=S, ttl=30.0, count=64),
+    p.LeaseReply(granted=True, holder="n", expires_at=1_700_000_010.5, count=12),
 ]
 
 

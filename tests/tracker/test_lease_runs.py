@@ -1,0 +1,251 @@
+"""Run leases (``LeaseRequest.count``): records, registry, wire format and HTTP."""
+
+from __future__ import annotations
+
+import httpx
+import msgpack
+import pytest
+
+from tests.helpers.clock import Clock
+from tracker import protocol as p
+from tracker.app import TrackerApp
+from tracker.errors import BadMessage, RegistryFull
+from tracker.model import Policy
+from tracker.records import Records
+from tracker.registry import Registry
+from tracker.store import MemoryStore
+
+S = b"s" * 16
+T0 = 1_000.0
+MSGPACK = {"content-type": p.MEDIA_TYPE}
+
+
+def d(n: int) -> str:
+    return f"sha256:{n:064x}"
+
+
+def run(peer: str, index: int, count: int, ttl: float = 10, digest: str = d(1)) -> p.LeaseRequest:
+    return p.LeaseRequest(
+        digest=digest, piece_index=index, peer_id=peer, session=S, ttl=ttl, count=count
+    )
+
+
+def got(reply: p.LeaseReply) -> tuple[bool, str, float, int]:
+    return (reply.granted, reply.holder, reply.expires_at, reply.count)
+
+
+def record(peer: str, known: set[int], pieces: int = 16, digest: str = d(1)) -> p.PieceHashes:
+    """A piece record of ``pieces`` pieces where only ``known`` are filled."""
+    hashes = tuple(b"\x01" * 32 if i in known else b"" for i in range(pieces))
+    return p.PieceHashes(
+        digest=digest, size=pieces << 14, piece_size=1 << 14, hashes=hashes, peer_id=peer
+    )
+
+
+def holders(records: Records, now: float, digest: str = d(1)) -> dict[int, str]:
+    """Live leases of ``digest``: piece index -> holder."""
+    leases = records._leases.items()
+    return {i: peer for (dg, i), (peer, until) in leases if dg == digest and until > now}
+
+
+# --- records ----------------------------------------------------------------------------
+
+
+def test_a_solo_node_gets_a_run_that_counts_once() -> None:
+    records = Records(Policy())
+    assert got(records.lease(run("a", 2, 8), T0)) == (True, "a", T0 + 10, 8)
+    assert holders(records, T0) == dict.fromkeys(range(2, 10), "a")
+    assert records._blob_leases[d(1)] == {2: T0 + 10}  # one cap entry: the first piece
+    # every piece of the run is refused to others, as held (not capped)
+    refused = records.lease(run("b", 5, 4), T0 + 1)
+    assert refused == p.LeaseReply(granted=False, holder="a", expires_at=T0 + 10)
+    assert records.lease(run("b", 10, 1), T0 + 1).granted  # just past the run
+
+
+def test_no_run_while_another_peer_fetches_the_blob() -> None:
+    records = Records(Policy())
+    assert records.lease(run("b", 20, 1), T0).granted  # b's origin fetch is in flight
+    assert got(records.lease(run("a", 0, 8), T0)) == (True, "a", T0 + 10, 1)
+    assert records.lease(run("b", 1, 1, digest=d(2)), T0).granted  # another blob: no matter
+    records.put_pieces(record("b", {20}, pieces=32))  # b's fetch is done
+    assert records.lease(run("a", 1, 8), T0 + 1).count == 8  # a's own fetch does not count
+    # nor does an expired fetch of another peer
+    assert records.lease(run("c", 40, 1, ttl=5), T0 + 1).granted
+    assert records.lease(run("a", 9, 4), T0 + 2).count == 1
+    assert records.lease(run("a", 13, 4), T0 + 6).count == 4
+
+
+def test_a_run_stops_at_another_lease_a_recorded_hash_and_the_record_end() -> None:
+    records = Records(Policy())
+    assert records.lease(run("b", 6, 3), T0).count == 3  # b: 6, 7, 8
+    records.lease(run("b", 6, 1, ttl=0), T0)  # b releases 6: no fetch of b's in flight
+    assert holders(records, T0) == {7: "b", 8: "b"}
+    assert records.lease(run("a", 0, 20), T0).count == 7  # 0..6, stops at b's 7
+    records.put_pieces(record("z", {12}))
+    assert records.lease(run("a", 9, 20), T0).count == 3  # 9..11, stops at recorded 12
+    assert records.lease(run("a", 13, 20), T0).count == 3  # 13..15: the record has 16
+    # a piece whose hash is recorded is still granted as the first of a run (as ever)
+    assert records.lease(run("a", 12, 20), T0).count == 1
+
+
+def test_a_run_extends_over_expired_leases_and_drops_their_stale_cap_entries() -> None:
+    records = Records(Policy(max_origin_fetches=0))  # no cap: expired entries stay a while
+    assert records.lease(run("b", 3, 1, ttl=5), T0).granted
+    assert records.lease(run("a", 0, 8), T0 + 6).count == 8
+    assert records._blob_leases[d(1)] == {0: T0 + 16}
+    assert records.lease(run("a", 0, 8), T0 + 7).count == 8  # renewal: still one cap entry
+    assert records._blob_leases[d(1)] == {0: T0 + 17}
+
+
+def test_a_run_counts_once_against_the_cap_until_its_first_piece_is_recorded() -> None:
+    records = Records(Policy(max_origin_fetches=2))
+    assert records.lease(run("a", 0, 8), T0).count == 8
+    assert records.lease(run("b", 10, 8), T0).count == 1  # a's fetch is in flight
+    assert records.lease(run("c", 20, 8), T0).capped  # a's run and b's piece: 2
+    records.put_pieces(record("a", set(range(1, 8)), pieces=32))  # not the first piece
+    assert records.lease(run("c", 20, 8), T0).capped
+    records.put_pieces(record("a", {0}, pieces=32))
+    assert got(records.lease(run("c", 20, 8), T0 + 1)) == (True, "c", T0 + 11, 1)
+    assert records.lease(run("c", 1, 1), T0 + 1).holder == "a"  # still refuses the run
+
+
+def test_renewing_a_run_renews_the_askers_leases_up_to_the_first_that_is_not() -> None:
+    records = Records(Policy())
+    records.lease(run("a", 0, 8), T0)
+    assert got(records.lease(run("a", 0, 8), T0 + 5)) == (True, "a", T0 + 15, 8)
+    assert records.lease(run("b", 7, 1), T0 + 12).holder == "a"  # renewed to T0 + 15
+    records.lease(run("a", 3, 1, ttl=0), T0 + 12)  # a releases piece 3 alone
+    assert records.lease(run("b", 3, 1), T0 + 12).granted
+    assert records.lease(run("a", 0, 8), T0 + 13).count == 3  # 0..2; a renewal never extends
+    assert records.lease(run("b", 5, 1), T0 + 16).granted  # 4..7 were not renewed
+    assert records.lease(run("a", 1, 2), T0 + 16).count == 2  # a run from inside: 1, 2
+
+
+def test_renewing_a_run_keeps_single_leases_counting_against_the_cap() -> None:
+    records = Records(Policy())
+    records.lease(run("a", 0, 1), T0)
+    records.lease(run("a", 1, 1), T0)
+    assert records.lease(run("a", 0, 4), T0 + 1).count == 2  # renewal: no extension
+    assert records._blob_leases[d(1)] == {0: T0 + 11, 1: T0 + 11}
+
+
+def test_releasing_a_run_releases_only_the_askers_leases() -> None:
+    records = Records(Policy())
+    records.lease(run("a", 0, 3), T0)  # a: 0, 1, 2
+    records.lease(run("b", 3, 1), T0)  # b: 3
+    records.lease(run("a", 4, 1), T0)  # a: 4 (b's fetch in flight: no run)
+    assert got(records.lease(run("a", 0, 8, ttl=0), T0 + 1)) == (True, "a", T0 + 1, 8)
+    assert holders(records, T0 + 1) == {3: "b"}
+    assert records._blob_leases[d(1)] == {3: T0 + 10}
+    refused = records.lease(run("a", 3, 2, ttl=0), T0 + 1)  # b's first piece: refused
+    assert got(refused) == (False, "b", T0 + 10, 1)
+
+
+def test_a_run_is_shortened_not_refused_at_max_leases() -> None:
+    records = Records(Policy(max_leases=5))
+    assert records.lease(run("a", 0, 8), T0).count == 5
+    with pytest.raises(RegistryFull):
+        records.lease(run("a", 10, 8), T0)
+    assert records.lease(run("a", 0, 8), T0 + 1).count == 5  # renewals need no room
+
+
+def test_a_run_stops_at_the_last_piece_a_lease_can_name() -> None:
+    records = Records(Policy())
+    assert records.lease(run("a", p.MAX_PIECE_INDEX - 1, 64), T0).count == 2
+    released = records.lease(run("a", p.MAX_PIECE_INDEX - 1, 64, ttl=0), T0)
+    assert released.count == 64
+    assert records.lease_count == 0
+
+
+def test_a_refusal_and_a_cap_refusal_cover_one_piece() -> None:
+    records = Records(Policy(max_origin_fetches=1))
+    records.lease(run("a", 0, 4), T0)
+    assert got(records.lease(run("b", 2, 4), T0)) == (False, "a", T0 + 10, 1)
+    capped = records.lease(run("b", 8, 4), T0)
+    assert (capped.capped, capped.count) == (True, 1)
+
+
+# --- registry ---------------------------------------------------------------------------
+
+
+def announce(peer: str) -> p.Announce:
+    return p.Announce(peer_id=peer, session=S, host="10.0.0.1", port=5051)
+
+
+def test_a_dead_holders_lease_is_dropped_for_the_first_piece_only() -> None:
+    reg = Registry(Policy(peer_ttl=90.0))
+    reg.announce(announce("a"), T0)
+    reg.announce(announce("b"), T0)
+    assert reg.lease(run("b", 4, 2, ttl=300), T0).count == 2  # b: 4, 5
+    reg.lease(run("b", 4, 1, ttl=0), T0)  # released: b has no fetch in flight
+    assert reg.lease(run("b", 6, 1, ttl=300), T0).granted  # b: 6, counting
+    reg.announce(announce("a"), T0 + 80)
+    # b is gone at T0 + 90; its lease of 6 is dropped when asked for, its 5 refuses a run
+    assert reg.lease(run("a", 0, 8), T0 + 95).count == 1  # b's 6 still counts: not solo
+    assert reg.lease(run("a", 6, 8), T0 + 95).count == 8  # dropped, then solo: 6..13
+    assert reg.lease(run("a", 1, 8), T0 + 95).count == 4  # 1..4: stops at b's 5
+
+
+# --- wire format ------------------------------------------------------------------------
+
+
+def test_lease_count_is_optional_both_ways() -> None:
+    req = p.LeaseRequest(digest=d(1), piece_index=3, peer_id="n", session=S, ttl=5.0)
+    old = {"v": 1, "t": "lease", "digest": d(1), "piece_index": 3, "peer_id": "n",
+           "session": S, "ttl": 5.0}  # fmt: skip
+    assert msgpack.unpackb(p.encode(req)) == old  # count=1 is left out
+    assert p.decode(p.LeaseRequest, msgpack.packb(old)).count == 1
+    assert msgpack.unpackb(p.encode(run("n", 3, 9)))["count"] == 9
+    reply = p.LeaseReply(granted=True, holder="n", expires_at=5.0)
+    assert "count" not in msgpack.unpackb(p.encode(reply))
+    for message in (
+        run("n", 3, p.MAX_LEASE_RUN),
+        p.LeaseReply(granted=True, holder="n", expires_at=5.0, count=p.MAX_LEASE_RUN),
+    ):
+        assert p.decode(type(message), p.encode(message)) == message
+
+
+@pytest.mark.parametrize("count", [0, p.MAX_LEASE_RUN + 1, -1, True, 2.0, "2"])
+def test_a_bad_lease_count_is_refused(count: object) -> None:
+    raw = msgpack.unpackb(p.encode(run("n", 3, 2)))
+    with pytest.raises(BadMessage, match="count"):
+        p.decode(p.LeaseRequest, msgpack.packb({**raw, "count": count}))
+    reply = msgpack.unpackb(p.encode(p.LeaseReply(granted=True, holder="n", expires_at=5.0)))
+    with pytest.raises(BadMessage, match="count"):
+        p.decode(p.LeaseReply, msgpack.packb({**reply, "count": count}))
+
+
+# --- HTTP -------------------------------------------------------------------------------
+
+
+async def test_run_leases_over_http(clock: Clock) -> None:
+    app = TrackerApp(MemoryStore(Policy()), clock=clock)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://tracker"
+    ) as client:
+
+        async def post(body: bytes) -> httpx.Response:
+            return await client.post("/v1/lease", content=body, headers=MSGPACK)
+
+        for peer in "ab":
+            r = await client.post("/v1/announce", content=p.encode(announce(peer)), headers=MSGPACK)
+            assert r.status_code == 200
+        r = await post(p.encode(run("a", 0, 16, digest=d(1))))
+        reply = p.decode(p.LeaseReply, r.content)
+        assert (reply.granted, reply.count, reply.expires_at) == (True, 16, clock.now + 10)
+        # an old peer's request (no count) gets piece 7 refused, and a reply it can read
+        old = msgpack.unpackb(p.encode(run("b", 7, 1)))
+        assert "count" not in old
+        r = await post(msgpack.packb(old))
+        assert msgpack.unpackb(r.content) == {
+            "v": 1, "t": "lease_reply", "granted": False, "holder": "a",
+            "expires_at": clock.now + 10,
+        }  # fmt: skip
+        for bad in (0, p.MAX_LEASE_RUN + 1):
+            r = await post(msgpack.packb({**old, "count": bad}))
+            assert r.status_code == 400
+            assert r.json()["error"] == "bad_message"
+            assert "count" in r.json()["message"]
+        metrics = (await client.get("/metrics")).text
+        for outcome in ("granted", "held"):  # a run is one grant
+            assert f'shoal_tracker_leases_total{{result="{outcome}"}} 1.0' in metrics
