@@ -249,3 +249,12 @@ async def test_run_leases_over_http(clock: Clock) -> None:
         metrics = (await client.get("/metrics")).text
         for outcome in ("granted", "held"):  # a run is one grant
             assert f'shoal_tracker_leases_total{{result="{outcome}"}} 1.0' in metrics
+
+
+def test_recording_a_piece_whose_lease_was_swept_is_fine() -> None:
+    """A cap entry can outlive its swept lease while another of the blob is live."""
+    records = Records(Policy())
+    records.lease(run("a", 0, 1, ttl=5), T0)
+    records.lease(run("a", 1, 1, ttl=100), T0)
+    records.sweep(T0 + 50)  # drops the lease of 0, not yet its cap entry
+    assert records.put_pieces(record("a", {0})).stored  # used to raise KeyError
