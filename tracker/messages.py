@@ -253,7 +253,9 @@ class LeaseRequest:
     from the origin and each next piece is neither leased nor recorded (see
     ``tracker.records``); a renewal renews the asker's live leases of the run from
     ``piece_index`` on, and a release releases the asker's leases of the run. A tracker
-    that does not know the field grants ``piece_index`` alone.
+    that does not know the field grants ``piece_index`` alone. A run's pieces after its
+    first are preemptible until the holder records their hashes: another peer asking
+    for one gets it (unless capped), and the holder's next renewal stops there.
     """
 
     digest: str
@@ -276,7 +278,8 @@ class LeaseReply:
     ``count`` (optional on the wire, added in a minor revision): on a grant or renewal the
     lease covers pieces ``[piece_index, piece_index + count)``, which may be fewer than
     asked (never 0); on a release it echoes the request's ``count``; on a refusal it is 1.
-    A reply without it covers ``piece_index`` alone.
+    A reply without it covers ``piece_index`` alone. A renewal's ``count`` tells the holder
+    where its run was cut (another peer took the next piece: stop fetching there).
     """
 
     granted: bool

@@ -11,19 +11,19 @@ of one blob from the origin each fill in their own, ``b""`` marking a piece not 
 yet. The first hash put for a piece wins; a different one later is counted as a conflict.
 A record costs the same whatever its fill, so filling one never evicts another.
 
-Leases. One lease per ``(digest, piece_index)``: the first peer to ask gets it for
-``ttl`` seconds, renews it by asking again, and releases it with ``ttl == 0``; while it is
-live every other asker gets ``granted=False`` with the holder and the expiry, and should
-fetch that range from the holder (or wait) rather than from the origin. On top of that,
-at most ``Policy.max_origin_fetches`` leases of one digest are live at once (the
-cluster's origin fetches of that blob in flight): a new lease past the cap is refused
-with ``capped=True``, naming the holder of the blob's lease that expires first; renewals
-and releases are never capped. The asker should pause the origin for that blob briefly
-and take pieces from peers (see ``peer.mesh.fetch``). A holder that records a piece's
-hash has finished its fetch: the lease stops counting against the cap at once, but still
-refuses the piece to others until it expires (they should get it from the holder, which
-has it now; a full release would invite a second origin fetch of the same range).
-A lease whose holder is no longer a live peer (it left, or expired) refuses nobody: the
+Leases. One lease per ``(digest, piece_index)``: the first peer to ask gets it for ``ttl``
+seconds, renews it by asking again, and releases it with ``ttl == 0``; while it is live
+every other asker gets ``granted=False`` with the holder and the expiry (unless it is
+soft: see below), and should fetch that range from the holder (or wait) rather than from
+the origin. On top of that, at most ``Policy.max_origin_fetches`` leases of one digest are
+live at once (the cluster's origin fetches of that blob in flight): a new lease past the
+cap is refused with ``capped=True``, naming the holder of the blob's lease that expires
+first; renewals and releases are never capped. The asker should pause the origin for that
+blob briefly and take pieces from peers (see ``peer.mesh.fetch``). A holder that records a
+piece's hash has finished its fetch: the lease stops counting against the cap at once, but
+still refuses the piece to others until it expires (they should get it from the holder,
+which has it now; a full release would invite a second origin fetch of the same range). A
+lease whose holder is no longer a live peer (it left, or expired) refuses nobody: the
 registry drops it before the next asker is answered (``Registry.lease``).
 
 Runs. A request may ask for ``count`` consecutive pieces ``[piece_index, piece_index +
@@ -38,15 +38,30 @@ cap entry, i.e. no unrecorded origin fetch in flight, held by another peer), it 
 over each next piece while nobody holds a live lease of it, its hash is not recorded in
 the blob's piece record (nor past that record's piece count, nor past ``MAX_PIECES``) and
 ``max_leases`` leaves room (a run is shortened, never refused, for room). Extended pieces
-are leased to the asker until the same expiry and refused to others like any lease, but
-get no cap entry: a run counts once against ``max_origin_fetches``, by its first piece,
-until that piece's hash is recorded. The reply's ``count`` is the run's length (the
-request's ``count`` for a release, 1 for a refusal).
+are leased to the asker until the same expiry (soft: see below), but get no cap entry: a
+run counts once against ``max_origin_fetches``, by its first piece, until that piece's
+hash is recorded. The reply's ``count`` is the run's length (the request's ``count`` for a
+release, 1 for a refusal).
+
+Soft pieces. A run's extended pieces (not its first) are *soft*: preemptible, so that a
+node alone streams a long run while a crowd arriving takes it over piece by piece. A new
+lease (``ttl > 0``) asked by another peer for a soft piece whose live lease is held by
+someone else goes through the new-grant path as if the piece were unleased: a capped
+refusal is returned as ever (the soft lease stays with its holder); otherwise the asker
+gets a normal (hard) lease with a cap entry (and a run of its own if it is solo, which
+the previous holder's unrecorded run head normally prevents), and the previous holder
+simply loses that piece: its next renewal of the run stops there (the reply's ``count``
+tells it where the run was cut). A soft piece becomes hard when its holder records its
+hash (a recorded piece is never taken: that would invite a second origin fetch of bytes
+already fetched). Renewals keep soft pieces soft; releases, expiry, sweeps and
+:meth:`Records.drop_lease` forget the mark with the lease. Run heads and single leases
+are never soft. A release (``ttl == 0``) by another peer never takes a soft piece.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable
 from typing import Final
 
 from tracker import protocol as p
@@ -109,6 +124,7 @@ class Records:
         self._tags: dict[_TagKey, p.TagRecord] = {}
         self._leases: dict[tuple[str, int], tuple[str, float]] = {}
         self._blob_leases: dict[str, dict[int, float]] = {}  # digest -> index -> expiry
+        self._soft: dict[str, set[int]] = {}  # digest -> indexes of soft (extension) leases
 
     @property
     def piece_count(self) -> int:
@@ -192,8 +208,11 @@ class Records:
         key = (digest, first)
         current = self._leases.get(key)
         live = current is not None and current[1] > now
+        soft = self._soft.get(digest, set())
         if live and current is not None and current[0] != peer:
-            return p.LeaseReply(granted=False, holder=current[0], expires_at=current[1])
+            if req.ttl == 0 or first not in soft:
+                return p.LeaseReply(granted=False, holder=current[0], expires_at=current[1])
+            live = False  # a soft piece: asked for as if nobody leased it
         blob = self._blob_leases.get(digest, {})
         if req.ttl == 0:
             for index in range(first, first + req.count):
@@ -201,6 +220,7 @@ class Records:
                 if index == first or (held is not None and held[0] == peer):
                     self._leases.pop((digest, index), None)
                     blob.pop(index, None)
+                    soft.discard(index)
             return p.LeaseReply(granted=True, holder=peer, expires_at=now, count=req.count)
         if not live and (refusal := self._capped(digest, now)) is not None:
             return refusal
@@ -211,6 +231,8 @@ class Records:
         expires_at = now + req.ttl
         self._leases[key] = (peer, expires_at)
         self._blob_leases.setdefault(digest, {})[first] = expires_at
+        if not live:
+            soft.discard(first)  # a new grant's first piece is hard (renewals keep the mark)
         end = min(first + req.count, p.MAX_PIECES)
         if live:
             count = self._renew_run(req, end, expires_at, now)
@@ -250,6 +272,7 @@ class Records:
         if record is not None:
             end = min(end, len(record.hashes))
         blob = self._blob_leases[digest]
+        soft = self._soft.setdefault(digest, set())
         index = req.piece_index + 1
         while index < end:
             held = self._leases.get((digest, index))
@@ -261,7 +284,10 @@ class Records:
                 break
             self._leases[(digest, index)] = (req.peer_id, expires_at)
             blob.pop(index, None)  # a stale cap entry of an expired lease
+            soft.add(index)
             index += 1
+        if not soft:
+            del self._soft[digest]
         return index - req.piece_index
 
     def lease_holder(self, digest: str, index: int, now: float) -> str | None:
@@ -273,17 +299,27 @@ class Records:
         """Forget the lease of piece ``index`` of ``digest`` (its holder is gone)."""
         self._leases.pop((digest, index), None)
         self._blob_leases.get(digest, {}).pop(index, None)
+        self._soft.get(digest, set()).discard(index)
 
     def _fetched(self, record: p.PieceHashes) -> None:
-        """Leases of the pieces ``record``'s writer recorded stop counting against the cap."""
-        blob = self._blob_leases.get(record.digest)
-        if not blob:
-            return
-        hashes = record.hashes
-        for index in [i for i in blob if i < len(hashes) and hashes[i]]:
-            held = self._leases.get((record.digest, index))  # None once swept
-            if held is not None and held[0] == record.peer_id:
-                del blob[index]
+        """Leases of the pieces ``record``'s writer recorded stop counting against the cap,
+        and stop being soft."""
+        digest, hashes = record.digest, record.hashes
+
+        def done(indexes: Iterable[int]) -> list[int]:
+            """The pieces among ``indexes`` that the writer recorded and leases."""
+            out = []
+            for index in indexes:
+                held = self._leases.get((digest, index))  # None once swept
+                if index < len(hashes) and hashes[index] and held and held[0] == record.peer_id:
+                    out.append(index)
+            return out
+
+        blob = self._blob_leases.get(digest, {})
+        for index in done(blob):
+            del blob[index]
+        soft = self._soft.get(digest, set())
+        soft.difference_update(done(soft))
 
     def _capped(self, digest: str, now: float) -> p.LeaseReply | None:
         """The refusal of a new lease of ``digest`` if its live leases are at the cap."""
@@ -320,6 +356,9 @@ class Records:
         """Drop expired leases."""
         for key in [k for k, (_, until) in self._leases.items() if until <= now]:
             del self._leases[key]
+            self._soft.get(key[0], set()).discard(key[1])
+        for digest in [d for d, soft in self._soft.items() if not soft]:
+            del self._soft[digest]
         for digest in [
             d for d, b in self._blob_leases.items() if max(b.values(), default=0) <= now
         ]:

@@ -33,6 +33,8 @@ Key layout (``P`` is the store's prefix, ``shoal:`` by default)::
                               the cap on origin fetches in flight (a run's first piece
                               only; pruned as it is read, and expiring MAX_LEASE_TTL
                               after its last grant)
+    P lease_soft       set    "digest#index" of the soft leases (a run's extended pieces
+                              whose hash their holder has not recorded; preemptible)
     P seq              string sequence for the *_order zsets
 
 The scripts touch keys they compute from ARGV, so they need a standalone Redis (or one
@@ -43,12 +45,18 @@ from __future__ import annotations
 
 from typing import Final
 
-#: Names of the scripts below, registered by ``RedisStore``.
+from tracker.redis_lease import EXPIRE_LEASES
+from tracker.redis_lease import LEASE as LEASE
+from tracker.redis_lease import LEASES_DONE as LEASES_DONE
+
+#: Names of the scripts below (``LEASE`` and ``LEASES_DONE`` live in ``tracker.redis_lease``),
+#: registered by ``RedisStore``.
 SCRIPTS: Final = (
     "ANNOUNCE", "LEAVE", "SWEEP", "BAN", "LEASE", "LEASES_DONE", "PUT_PIECES", "PUT_TAG", "FORGET",
 )  # fmt: skip
 
-_COMMON: Final = """
+_COMMON: Final = (
+    """
 local function unlink(P, id, d, complete)
   if complete then
     redis.call('SREM', P .. 'c:' .. d, id)
@@ -81,15 +89,9 @@ local function sweep(P, deadline, max)
   end
   return #ids
 end
-
-local function expire_leases(P, now)
-  local gone = redis.call('ZRANGEBYSCORE', P .. 'leases', '-inf', now)
-  for _, m in ipairs(gone) do
-    redis.call('HDEL', P .. 'lease_holder', m)
-  end
-  redis.call('ZREMRANGEBYSCORE', P .. 'leases', '-inf', now)
-end
 """
+    + EXPIRE_LEASES
+)
 
 #: ARGV: P, id, session, now, ttl, gap, max_peers, max_holdings, info,
 #: n_held, (digest, size)*, n_partial, (digest, size, bytes_held)*.
@@ -206,148 +208,6 @@ remove_peer(ARGV[1], ARGV[2])
 return 'ok'
 """
 )
-
-#: ARGV: P, member, peer, session, now, ttl, expires_at, max_leases, peer_ttl, digest,
-#: index, max_origin_fetches (0: no cap), key lifetime (s), end of the run (exclusive,
-#: ``min(index + count, MAX_PIECES)``). Returns {'granted', expires_at, count}
-#: | {'held', holder, expires_at} | {'capped', holder, expires_at} | {'conflict'} | {'full'}.
-#: Runs as in ``Records.lease``; a release's count is the caller's to report.
-LEASE: Final = (
-    _COMMON
-    + """
-local P, member, peer, session = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local now, ttl = tonumber(ARGV[5]), tonumber(ARGV[6])
-local digest, first, stop = ARGV[10], tonumber(ARGV[11]), tonumber(ARGV[14])
-local seen = redis.call('ZSCORE', P .. 'seen', peer)
-if seen and tonumber(seen) > now - tonumber(ARGV[9])
-    and redis.call('HGET', P .. 'session', peer) ~= session then
-  return {'conflict'}
-end
-local cur = redis.call('HGET', P .. 'lease_holder', member)
-local exp = redis.call('ZSCORE', P .. 'leases', member)
-local live = cur and exp and tonumber(exp) > now
-local blob = P .. 'bl:' .. digest
-local function drop(m, i)
-  redis.call('HDEL', P .. 'lease_holder', m)
-  redis.call('ZREM', P .. 'leases', m)
-  redis.call('ZREM', blob, i)
-end
-if live and cur ~= peer then
-  local held_by = redis.call('ZSCORE', P .. 'seen', cur)
-  if held_by and tonumber(held_by) > now - tonumber(ARGV[9]) then
-    return {'held', cur, exp}
-  end
-  -- its holder left or expired: nobody is fetching the piece any more
-  drop(member, ARGV[11])
-  cur, live = false, false
-end
-if ttl == 0 then
-  drop(member, ARGV[11])
-  for i = first + 1, stop - 1 do
-    local m = digest .. '#' .. i
-    if redis.call('HGET', P .. 'lease_holder', m) == peer then drop(m, i) end
-  end
-  return {'granted', ARGV[5], 0}
-end
-local cap = tonumber(ARGV[12])
-if not live and cap > 0 then
-  redis.call('ZREMRANGEBYSCORE', blob, '-inf', ARGV[5])
-  if redis.call('ZCARD', blob) >= cap then
-    local f = redis.call('ZRANGE', blob, 0, 0, 'WITHSCORES')
-    local holder = redis.call('HGET', P .. 'lease_holder', digest .. '#' .. f[1])
-    return {'capped', holder, f[2]}
-  end
-end
-local max = tonumber(ARGV[8])
-if not cur and redis.call('ZCARD', P .. 'leases') >= max then
-  expire_leases(P, ARGV[5])
-  if redis.call('ZCARD', P .. 'leases') >= max then return {'full'} end
-end
-redis.call('HSET', P .. 'lease_holder', member, peer)
-redis.call('ZADD', P .. 'leases', ARGV[7], member)
-redis.call('ZADD', blob, ARGV[7], ARGV[11])
-redis.call('EXPIRE', blob, ARGV[13])
-local i = first + 1
-if live then  -- renewal: the asker's live leases that follow, up to the first that is not
-  while i < stop do
-    local m = digest .. '#' .. i
-    local e = redis.call('ZSCORE', P .. 'leases', m)
-    if not e or tonumber(e) <= now or redis.call('HGET', P .. 'lease_holder', m) ~= peer then
-      break
-    end
-    redis.call('ZADD', P .. 'leases', ARGV[7], m)
-    redis.call('ZADD', blob, 'XX', ARGV[7], i)
-    i = i + 1
-  end
-  return {'granted', ARGV[7], i - first}
-end
-if stop <= i then return {'granted', ARGV[7], 1} end
-for _, m in ipairs(redis.call('ZRANGEBYSCORE', blob, '(' .. ARGV[5], '+inf')) do
-  if redis.call('HGET', P .. 'lease_holder', digest .. '#' .. m) ~= peer then
-    return {'granted', ARGV[7], 1}  -- another peer's origin fetch is in flight
-  end
-end
--- The blob's piece record, if any: pieces whose hash is known end the run (the record is
--- [size, piece_size, [bin, ...]]; at is the offset of piece i's bin, 0xc4 and a length).
-local rec = redis.call('HGET', P .. 'pieces', digest)
-local at
-if rec then
-  local function uint(pos)
-    local b = string.byte(rec, pos)
-    if b < 0x80 then return 1 elseif b == 0xcc then return 2 elseif b == 0xcd then return 3
-    elseif b == 0xce then return 5 end
-    return 9
-  end
-  at = 2 + uint(2)
-  at = at + uint(at)
-  local a, n = string.byte(rec, at), 0
-  if a == 0xdc then
-    n, at = string.byte(rec, at + 1) * 256 + string.byte(rec, at + 2), at + 3
-  elseif a == 0xdd then
-    for k = 1, 4 do n = n * 256 + string.byte(rec, at + k) end
-    at = at + 5
-  else
-    n, at = a - 0x90, at + 1
-  end
-  if n < stop then stop = n end
-  for _ = 0, math.min(first, n - 1) do at = at + 2 + string.byte(rec, at + 1) end
-end
-while i < stop do
-  local m = digest .. '#' .. i
-  local e = redis.call('ZSCORE', P .. 'leases', m)
-  if e and tonumber(e) > now then break end
-  if rec then
-    local len = string.byte(rec, at + 1)
-    if len > 0 then break end
-    at = at + 2 + len
-  end
-  if not e and redis.call('ZCARD', P .. 'leases') >= max then break end
-  redis.call('HSET', P .. 'lease_holder', m, peer)
-  redis.call('ZADD', P .. 'leases', ARGV[7], m)
-  redis.call('ZREM', blob, i)  -- a stale cap entry of an expired lease
-  i = i + 1
-end
-return {'granted', ARGV[7], i - first}
-"""
-)
-
-#: ARGV: P, digest, peer, flags ("1" at position i + 1 when the put recorded piece i).
-#: The peer's leases of those pieces stop counting against the blob's cap (they stay in
-#: ``leases`` until they expire, like ``Records._fetched``). Returns how many.
-LEASES_DONE: Final = """
-local P, digest, peer, flags = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local blob = P .. 'bl:' .. digest
-local n = 0
-for _, m in ipairs(redis.call('ZRANGE', blob, 0, -1)) do
-  local i = tonumber(m)
-  if string.sub(flags, i + 1, i + 1) == '1'
-      and redis.call('HGET', P .. 'lease_holder', digest .. '#' .. m) == peer then
-    redis.call('ZREM', blob, m)
-    n = n + 1
-  end
-end
-return n
-"""
 
 #: ARGV: P, digest, content, peer, cost, max_bytes, head. Returns {stored, conflict}.
 #:

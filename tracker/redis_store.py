@@ -2,10 +2,11 @@
 
 Every public method runs its blocking redis-py calls in a worker thread
 (``trio.to_thread.run_sync``) and costs one or two round trips: mutations are Lua scripts
-(``tracker.redis_scripts``, atomic, so replicas need no locks) and reads are pipelines.
-Times are the replicas' wall clocks, so replicas need synchronised clocks (NTP) to agree
-on expiry to within the clock skew. redis-py's connection pool is thread-safe; every
-redis-py error is mapped to :class:`~tracker.errors.StoreUnavailable` here.
+(``tracker.redis_scripts``, ``tracker.redis_lease``; atomic, so replicas need no locks)
+and reads are pipelines. Times are the replicas' wall clocks, so replicas need
+synchronised clocks (NTP) to agree on expiry to within the clock skew. redis-py's
+connection pool is thread-safe; every redis-py error is mapped to
+:class:`~tracker.errors.StoreUnavailable` here.
 """
 
 from __future__ import annotations

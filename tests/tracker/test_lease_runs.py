@@ -56,8 +56,11 @@ def test_a_solo_node_gets_a_run_that_counts_once() -> None:
     assert got(records.lease(run("a", 2, 8), T0)) == (True, "a", T0 + 10, 8)
     assert holders(records, T0) == dict.fromkeys(range(2, 10), "a")
     assert records._blob_leases[d(1)] == {2: T0 + 10}  # one cap entry: the first piece
-    # every piece of the run is refused to others, as held (not capped)
-    refused = records.lease(run("b", 5, 4), T0 + 1)
+    # the run's first piece is refused to others, as held (not capped); the others are
+    # soft (see the soft-piece tests below), but a release by another peer takes none
+    refused = records.lease(run("b", 2, 4), T0 + 1)
+    assert refused == p.LeaseReply(granted=False, holder="a", expires_at=T0 + 10)
+    refused = records.lease(run("b", 5, 1, ttl=0), T0 + 1)
     assert refused == p.LeaseReply(granted=False, holder="a", expires_at=T0 + 10)
     assert records.lease(run("b", 10, 1), T0 + 1).granted  # just past the run
 
@@ -113,7 +116,8 @@ def test_renewing_a_run_renews_the_askers_leases_up_to_the_first_that_is_not() -
     records = Records(Policy())
     records.lease(run("a", 0, 8), T0)
     assert got(records.lease(run("a", 0, 8), T0 + 5)) == (True, "a", T0 + 15, 8)
-    assert records.lease(run("b", 7, 1), T0 + 12).holder == "a"  # renewed to T0 + 15
+    assert records.lease(run("b", 0, 1), T0 + 12).holder == "a"  # renewed to T0 + 15
+    assert holders(records, T0 + 14.9) == dict.fromkeys(range(8), "a")
     records.lease(run("a", 3, 1, ttl=0), T0 + 12)  # a releases piece 3 alone
     assert records.lease(run("b", 3, 1), T0 + 12).granted
     assert records.lease(run("a", 0, 8), T0 + 13).count == 3  # 0..2; a renewal never extends
@@ -233,8 +237,8 @@ async def test_run_leases_over_http(clock: Clock) -> None:
         r = await post(p.encode(run("a", 0, 16, digest=d(1))))
         reply = p.decode(p.LeaseReply, r.content)
         assert (reply.granted, reply.count, reply.expires_at) == (True, 16, clock.now + 10)
-        # an old peer's request (no count) gets piece 7 refused, and a reply it can read
-        old = msgpack.unpackb(p.encode(run("b", 7, 1)))
+        # an old peer's request (no count) gets piece 0 refused, and a reply it can read
+        old = msgpack.unpackb(p.encode(run("b", 0, 1)))
         assert "count" not in old
         r = await post(msgpack.packb(old))
         assert msgpack.unpackb(r.content) == {
@@ -258,3 +262,114 @@ def test_recording_a_piece_whose_lease_was_swept_is_fine() -> None:
     records.lease(run("a", 1, 1, ttl=100), T0)
     records.sweep(T0 + 50)  # drops the lease of 0, not yet its cap entry
     assert records.put_pieces(record("a", {0})).stored  # used to raise KeyError
+
+
+# --- soft pieces: a run's extended pieces are preemptible -------------------------------
+
+
+def soft(records: Records, digest: str = d(1)) -> set[int]:
+    return set(records._soft.get(digest, set()))
+
+
+def test_a_crowd_takes_over_a_runs_extension_pieces_piece_by_piece() -> None:
+    records = Records(Policy())
+    assert records.lease(run("a", 0, 8), T0).count == 8
+    assert soft(records) == set(range(1, 8))  # the head is hard
+    # b asks for a's piece 3: a normal (hard) lease with a cap entry; a's head counts, so
+    # b is not solo and gets no run
+    assert got(records.lease(run("b", 3, 8), T0 + 1)) == (True, "b", T0 + 11, 1)
+    assert records._blob_leases[d(1)] == {0: T0 + 10, 3: T0 + 11}
+    assert soft(records) == {1, 2, 4, 5, 6, 7}
+    assert records.lease(run("c", 4, 1), T0 + 1).holder == "c"
+    assert holders(records, T0 + 1) == {0: "a", 1: "a", 2: "a", 3: "b", 4: "c", 5: "a",
+                                        6: "a", 7: "a"}  # fmt: skip
+    # the pieces taken are hard now: the next asker is refused
+    assert got(records.lease(run("d", 3, 1), T0 + 2)) == (False, "b", T0 + 11, 1)
+    assert got(records.lease(run("a", 4, 1), T0 + 2)) == (False, "c", T0 + 11, 1)
+    # nor is a run head ever taken
+    assert got(records.lease(run("d", 0, 1), T0 + 2)) == (False, "a", T0 + 10, 1)
+
+
+def test_a_solo_asker_taking_a_soft_piece_gets_a_run_of_its_own() -> None:
+    records = Records(Policy())
+    records.lease(run("a", 0, 8), T0)
+    records.put_pieces(record("a", {0}))  # a's head is fetched: a's run no longer counts
+    records.lease(run("a", 6, 2, ttl=0), T0)  # a gives up 6 and 7
+    # b takes a's 5 and, solo, extends over 6..15 (the record has 16 pieces)
+    assert got(records.lease(run("b", 5, 64), T0 + 1)) == (True, "b", T0 + 11, 11)
+    assert records._blob_leases[d(1)] == {5: T0 + 11}
+    assert soft(records) == {1, 2, 3, 4, *range(6, 16)}
+    assert holders(records, T0 + 1) == {**dict.fromkeys(range(5), "a"),
+                                        **dict.fromkeys(range(5, 16), "b")}  # fmt: skip
+
+
+def test_a_piece_recorded_by_its_holder_is_never_taken() -> None:
+    records = Records(Policy())
+    records.lease(run("a", 0, 8), T0)
+    records.put_pieces(record("a", {2, 3}))
+    records.put_pieces(record("b", {4}))  # another peer's record does not make it hard
+    assert soft(records) == {1, 4, 5, 6, 7}
+    assert got(records.lease(run("b", 2, 1), T0 + 1)) == (False, "a", T0 + 10, 1)
+    assert got(records.lease(run("b", 3, 4), T0 + 1)) == (False, "a", T0 + 10, 1)
+    assert got(records.lease(run("b", 4, 1), T0 + 1)) == (True, "b", T0 + 11, 1)
+    # a renewal keeps the recorded pieces hard and the others soft
+    assert records.lease(run("a", 0, 8), T0 + 2).count == 4  # 0..3: cut at b's 4
+    assert soft(records) == {1, 5, 6, 7}
+    assert records.lease(run("c", 1, 1), T0 + 3).holder == "c"
+
+
+def test_a_capped_asker_does_not_take_a_soft_piece() -> None:
+    records = Records(Policy(max_origin_fetches=2))
+    records.lease(run("a", 0, 8), T0)
+    assert records.lease(run("b", 20, 1), T0).granted  # a's run and b's piece: 2
+    capped = records.lease(run("c", 5, 1), T0 + 1)
+    assert (capped.granted, capped.capped, capped.holder) == (False, True, "a")
+    assert holders(records, T0 + 1)[5] == "a"
+    assert 5 in soft(records)
+    records.put_pieces(record("b", {20}, pieces=32))  # b's fetch is done: room for one
+    assert got(records.lease(run("c", 5, 1), T0 + 2)) == (True, "c", T0 + 12, 1)
+
+
+def test_a_renewal_reports_where_the_run_was_cut_and_keeps_its_pieces_soft() -> None:
+    records = Records(Policy())
+    records.lease(run("a", 0, 8), T0)
+    records.lease(run("b", 5, 1), T0 + 1)  # takes a's 5
+    assert got(records.lease(run("a", 0, 8), T0 + 2)) == (True, "a", T0 + 12, 5)  # 0..4
+    assert got(records.lease(run("a", 1, 7), T0 + 2)) == (True, "a", T0 + 12, 4)  # 1..4
+    assert got(records.lease(run("a", 6, 2), T0 + 2)) == (True, "a", T0 + 12, 2)  # 6, 7
+    assert soft(records) == {1, 2, 3, 4, 6, 7}  # a renewal makes nothing hard
+    assert records.lease(run("c", 6, 1), T0 + 3).holder == "c"
+    assert records.lease(run("a", 6, 2), T0 + 3).granted is False  # a lost 6
+    assert records.lease(run("a", 7, 1), T0 + 3).count == 1
+
+
+def test_release_expiry_sweep_and_drop_forget_the_soft_mark() -> None:
+    records = Records(Policy())
+    records.lease(run("a", 0, 8), T0)
+    records.lease(run("a", 2, 2, ttl=0), T0)  # releases 2 and 3
+    assert soft(records) == {1, 4, 5, 6, 7}
+    records.drop_lease(d(1), 4)
+    assert soft(records) == {1, 5, 6, 7}
+    records.lease(run("a", 0, 64, ttl=0), T0)
+    assert (records.lease_count, soft(records)) == (0, set())
+    records.lease(run("a", 0, 8, ttl=5), T0)
+    records.sweep(T0 + 5)
+    assert (records.lease_count, records._soft) == (0, {})
+    # an expired, unswept soft lease granted anew as a first piece is hard
+    records.lease(run("a", 0, 8, ttl=5), T0 + 10)
+    assert got(records.lease(run("b", 3, 1), T0 + 16)) == (True, "b", T0 + 26, 1)
+    assert 3 not in soft(records)
+    assert got(records.lease(run("c", 3, 1), T0 + 17)) == (False, "b", T0 + 26, 1)
+
+
+def test_a_soft_piece_of_a_dead_holder_is_dropped_first() -> None:
+    reg = Registry(Policy(peer_ttl=90.0, max_origin_fetches=1))
+    for peer in "ab":
+        reg.announce(announce(peer), T0)
+    assert reg.lease(run("a", 0, 8, ttl=300), T0).count == 8
+    assert reg.lease(run("b", 3, 1), T0 + 1).capped  # a's run is the 1 fetch in flight
+    reg.announce(announce("b"), T0 + 80)
+    # a is gone: its soft 3 is dropped, its head 0 still counts (dropped when asked for)
+    assert reg.lease(run("b", 3, 1), T0 + 95).capped
+    assert 3 not in soft(reg.records)
+    assert reg.lease(run("b", 0, 1), T0 + 95).granted

@@ -1,0 +1,183 @@
+"""Lua scripts of the Redis store for origin-fetch leases (``Records.lease`` in Redis).
+
+``LEASE`` grants, renews, releases or refuses a lease or a run, ``LEASES_DONE`` ends the
+writer's fetches of the pieces a hash record fills in, and ``EXPIRE_LEASES`` (a Lua
+function, shared with ``tracker.redis_scripts``'s ``SWEEP``) drops expired leases. The
+scripts are registered with the others through ``tracker.redis_scripts.SCRIPTS``; the
+keys they use (``lease_holder``, ``leases``, ``bl:<digest>``, ``lease_soft``) are listed
+there.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+#: ``expire_leases(P, now)``: drops the leases (and soft marks) that expired by ``now``.
+EXPIRE_LEASES: Final = """
+local function expire_leases(P, now)
+  local gone = redis.call('ZRANGEBYSCORE', P .. 'leases', '-inf', now)
+  for _, m in ipairs(gone) do
+    redis.call('HDEL', P .. 'lease_holder', m)
+    redis.call('SREM', P .. 'lease_soft', m)
+  end
+  redis.call('ZREMRANGEBYSCORE', P .. 'leases', '-inf', now)
+end
+"""
+
+#: ARGV: P, member, peer, session, now, ttl, expires_at, max_leases, peer_ttl, digest,
+#: index, max_origin_fetches (0: no cap), key lifetime (s), end of the run (exclusive,
+#: ``min(index + count, MAX_PIECES)``). Returns {'granted', expires_at, count}
+#: | {'held', holder, expires_at} | {'capped', holder, expires_at} | {'conflict'} | {'full'}.
+#: Runs as in ``Records.lease``; a release's count is the caller's to report.
+LEASE: Final = (
+    EXPIRE_LEASES
+    + """
+local P, member, peer, session = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local now, ttl = tonumber(ARGV[5]), tonumber(ARGV[6])
+local digest, first, stop = ARGV[10], tonumber(ARGV[11]), tonumber(ARGV[14])
+local seen = redis.call('ZSCORE', P .. 'seen', peer)
+if seen and tonumber(seen) > now - tonumber(ARGV[9])
+    and redis.call('HGET', P .. 'session', peer) ~= session then
+  return {'conflict'}
+end
+local cur = redis.call('HGET', P .. 'lease_holder', member)
+local exp = redis.call('ZSCORE', P .. 'leases', member)
+local live = cur and exp and tonumber(exp) > now
+local blob = P .. 'bl:' .. digest
+local function drop(m, i)
+  redis.call('HDEL', P .. 'lease_holder', m)
+  redis.call('ZREM', P .. 'leases', m)
+  redis.call('ZREM', blob, i)
+  redis.call('SREM', P .. 'lease_soft', m)
+end
+if live and cur ~= peer then
+  local held_by = redis.call('ZSCORE', P .. 'seen', cur)
+  if not held_by or tonumber(held_by) <= now - tonumber(ARGV[9]) then
+    -- its holder left or expired: nobody is fetching the piece any more
+    drop(member, ARGV[11])
+    cur, live = false, false
+  elseif ttl == 0 or redis.call('SISMEMBER', P .. 'lease_soft', member) == 0 then
+    return {'held', cur, exp}
+  else
+    live = false  -- a soft piece: asked for as if nobody leased it
+  end
+end
+if ttl == 0 then
+  drop(member, ARGV[11])
+  for i = first + 1, stop - 1 do
+    local m = digest .. '#' .. i
+    if redis.call('HGET', P .. 'lease_holder', m) == peer then drop(m, i) end
+  end
+  return {'granted', ARGV[5], 0}
+end
+local cap = tonumber(ARGV[12])
+if not live and cap > 0 then
+  redis.call('ZREMRANGEBYSCORE', blob, '-inf', ARGV[5])
+  if redis.call('ZCARD', blob) >= cap then
+    local f = redis.call('ZRANGE', blob, 0, 0, 'WITHSCORES')
+    local holder = redis.call('HGET', P .. 'lease_holder', digest .. '#' .. f[1])
+    return {'capped', holder, f[2]}
+  end
+end
+local max = tonumber(ARGV[8])
+if not cur and redis.call('ZCARD', P .. 'leases') >= max then
+  expire_leases(P, ARGV[5])
+  if redis.call('ZCARD', P .. 'leases') >= max then return {'full'} end
+end
+redis.call('HSET', P .. 'lease_holder', member, peer)
+redis.call('ZADD', P .. 'leases', ARGV[7], member)
+redis.call('ZADD', blob, ARGV[7], ARGV[11])
+redis.call('EXPIRE', blob, ARGV[13])
+if not live then redis.call('SREM', P .. 'lease_soft', member) end  -- a new grant's is hard
+local i = first + 1
+if live then  -- renewal: the asker's live leases that follow, up to the first that is not
+  while i < stop do
+    local m = digest .. '#' .. i
+    local e = redis.call('ZSCORE', P .. 'leases', m)
+    if not e or tonumber(e) <= now or redis.call('HGET', P .. 'lease_holder', m) ~= peer then
+      break
+    end
+    redis.call('ZADD', P .. 'leases', ARGV[7], m)
+    redis.call('ZADD', blob, 'XX', ARGV[7], i)
+    i = i + 1
+  end
+  return {'granted', ARGV[7], i - first}
+end
+if stop <= i then return {'granted', ARGV[7], 1} end
+for _, m in ipairs(redis.call('ZRANGEBYSCORE', blob, '(' .. ARGV[5], '+inf')) do
+  if redis.call('HGET', P .. 'lease_holder', digest .. '#' .. m) ~= peer then
+    return {'granted', ARGV[7], 1}  -- another peer's origin fetch is in flight
+  end
+end
+-- The blob's piece record, if any: pieces whose hash is known end the run (the record is
+-- [size, piece_size, [bin, ...]]; at is the offset of piece i's bin, 0xc4 and a length).
+local rec = redis.call('HGET', P .. 'pieces', digest)
+local at
+if rec then
+  local function uint(pos)
+    local b = string.byte(rec, pos)
+    if b < 0x80 then return 1 elseif b == 0xcc then return 2 elseif b == 0xcd then return 3
+    elseif b == 0xce then return 5 end
+    return 9
+  end
+  at = 2 + uint(2)
+  at = at + uint(at)
+  local a, n = string.byte(rec, at), 0
+  if a == 0xdc then
+    n, at = string.byte(rec, at + 1) * 256 + string.byte(rec, at + 2), at + 3
+  elseif a == 0xdd then
+    for k = 1, 4 do n = n * 256 + string.byte(rec, at + k) end
+    at = at + 5
+  else
+    n, at = a - 0x90, at + 1
+  end
+  if n < stop then stop = n end
+  for _ = 0, math.min(first, n - 1) do at = at + 2 + string.byte(rec, at + 1) end
+end
+while i < stop do
+  local m = digest .. '#' .. i
+  local e = redis.call('ZSCORE', P .. 'leases', m)
+  if e and tonumber(e) > now then break end
+  if rec then
+    local len = string.byte(rec, at + 1)
+    if len > 0 then break end
+    at = at + 2 + len
+  end
+  if not e and redis.call('ZCARD', P .. 'leases') >= max then break end
+  redis.call('HSET', P .. 'lease_holder', m, peer)
+  redis.call('ZADD', P .. 'leases', ARGV[7], m)
+  redis.call('ZREM', blob, i)  -- a stale cap entry of an expired lease
+  redis.call('SADD', P .. 'lease_soft', m)
+  i = i + 1
+end
+return {'granted', ARGV[7], i - first}
+"""
+)
+
+#: ARGV: P, digest, peer, flags ("1" at position i + 1 when the put recorded piece i).
+#: The peer's leases of those pieces stop counting against the blob's cap and stop being
+#: soft (they stay in ``leases`` until they expire, like ``Records._fetched``). Returns
+#: how many cap entries it removed.
+LEASES_DONE: Final = """
+local P, digest, peer, flags = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local blob = P .. 'bl:' .. digest
+local n = 0
+for _, m in ipairs(redis.call('ZRANGE', blob, 0, -1)) do
+  local i = tonumber(m)
+  if string.sub(flags, i + 1, i + 1) == '1'
+      and redis.call('HGET', P .. 'lease_holder', digest .. '#' .. m) == peer then
+    redis.call('ZREM', blob, m)
+    n = n + 1
+  end
+end
+local at = string.find(flags, '1', 1, true)
+while at do
+  local m = digest .. '#' .. (at - 1)
+  if redis.call('SISMEMBER', P .. 'lease_soft', m) == 1
+      and redis.call('HGET', P .. 'lease_holder', m) == peer then
+    redis.call('SREM', P .. 'lease_soft', m)
+  end
+  at = string.find(flags, '1', at + 1, true)
+end
+return n
+"""
