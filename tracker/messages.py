@@ -255,7 +255,9 @@ class LeaseRequest:
     ``piece_index`` on, and a release releases the asker's leases of the run. A tracker
     that does not know the field grants ``piece_index`` alone. A run's pieces after its
     first are preemptible until the holder records their hashes: another peer asking
-    for one gets it (unless capped), and the holder's next renewal stops there.
+    for one is refused for now (``expires_at`` is now: ask again soon) and the piece is
+    marked wanted; the holder's next renewal stops at the first wanted piece, and once
+    the holder releases it the next asker gets it.
     """
 
     digest: str
@@ -279,7 +281,8 @@ class LeaseReply:
     lease covers pieces ``[piece_index, piece_index + count)``, which may be fewer than
     asked (never 0); on a release it echoes the request's ``count``; on a refusal it is 1.
     A reply without it covers ``piece_index`` alone. A renewal's ``count`` tells the holder
-    where its run was cut (another peer took the next piece: stop fetching there).
+    where to cut its run (another peer wants the next piece: stop fetching there, record
+    the pieces received and release the rest).
     """
 
     granted: bool

@@ -13,49 +13,57 @@ A record costs the same whatever its fill, so filling one never evicts another.
 
 Leases. One lease per ``(digest, piece_index)``: the first peer to ask gets it for ``ttl``
 seconds, renews it by asking again, and releases it with ``ttl == 0``; while it is live
-every other asker gets ``granted=False`` with the holder and the expiry (unless it is
-soft: see below), and should fetch that range from the holder (or wait) rather than from
-the origin. On top of that, at most ``Policy.max_origin_fetches`` leases of one digest are
-live at once (the cluster's origin fetches of that blob in flight): a new lease past the
-cap is refused with ``capped=True``, naming the holder of the blob's lease that expires
-first; renewals and releases are never capped. The asker should pause the origin for that
-blob briefly and take pieces from peers (see ``peer.mesh.fetch``). A holder that records a
-piece's hash has finished its fetch: the lease stops counting against the cap at once, but
-still refuses the piece to others until it expires (they should get it from the holder,
-which has it now; a full release would invite a second origin fetch of the same range). A
-lease whose holder is no longer a live peer (it left, or expired) refuses nobody: the
-registry drops it before the next asker is answered (``Registry.lease``).
+every other asker gets ``granted=False`` with the holder and the expiry (a soft piece's
+expiry reads as now: see below), and should fetch that range from the holder (or wait)
+rather than from the origin. On top of that, at most ``Policy.max_origin_fetches`` leases
+of one digest are live at once (the cluster's origin fetches of that blob in flight): a
+new lease past the cap is refused with ``capped=True``, naming the holder of the blob's
+lease that expires first; renewals and releases are never capped. The asker should pause
+the origin for that blob briefly and take pieces from peers (see ``peer.mesh.fetch``). A
+holder that records a piece's hash has finished its fetch: the lease stops counting
+against the cap at once, but still refuses the piece to others until it expires (they
+should get it from the holder, which has it now; a full release would invite a second
+origin fetch of the same range). A lease whose holder is no longer a live peer (it left,
+or expired) refuses nobody: the registry drops it before the next asker is answered
+(``Registry.lease``).
 
 Runs. A request may ask for ``count`` consecutive pieces ``[piece_index, piece_index +
 count)`` (at most ``MAX_LEASE_RUN``), so that a node alone fetching a blob pays one lease
 and one range request for many pieces. A refusal (held or capped) is decided by
 ``piece_index`` alone and covers it alone. A release releases each piece of the run whose
 lease the asker holds (others' are untouched), cap entries included. A renewal renews
-``piece_index`` and each following piece of the run while its live lease is the asker's,
-stopping at the first that is not. A new grant takes ``piece_index`` as a single lease
-does (cap check, lease, cap entry); then, if ``count > 1`` and the blob is solo (no live
-cap entry, i.e. no unrecorded origin fetch in flight, held by another peer), it extends
-over each next piece while nobody holds a live lease of it, its hash is not recorded in
-the blob's piece record (nor past that record's piece count, nor past ``MAX_PIECES``) and
-``max_leases`` leaves room (a run is shortened, never refused, for room). Extended pieces
-are leased to the asker until the same expiry (soft: see below), but get no cap entry: a
-run counts once against ``max_origin_fetches``, by its first piece, until that piece's
-hash is recorded. The reply's ``count`` is the run's length (the request's ``count`` for a
-release, 1 for a refusal).
+``piece_index`` and each following piece of the run while its live lease is the asker's
+and nobody wants it (see below), stopping at the first that is not; it refreshes the cap
+entries it finds but never makes one (a recorded or soft piece stays out of the cap). A
+new grant takes ``piece_index`` as a single lease does (cap check, lease, cap entry);
+then, if ``count > 1`` and the blob is solo (no live cap entry, i.e. no unrecorded origin
+fetch in flight, held by another peer), it extends over each next piece while nobody holds
+a live lease of it, its hash is not recorded in the blob's piece record (nor past that
+record's piece count, nor past ``MAX_PIECES``) and ``max_leases`` leaves room (a run is
+shortened, never refused, for room). Extended pieces are leased to the asker until the
+same expiry (soft: see below), but get no cap entry: a run counts once against
+``max_origin_fetches``, by its first piece, until that piece's hash is recorded. The
+reply's ``count`` is the run's length (the request's ``count`` for a release, 1 for a
+refusal).
 
 Soft pieces. A run's extended pieces (not its first) are *soft*: preemptible, so that a
-node alone streams a long run while a crowd arriving takes it over piece by piece. A new
-lease (``ttl > 0``) asked by another peer for a soft piece whose live lease is held by
-someone else goes through the new-grant path as if the piece were unleased: a capped
-refusal is returned as ever (the soft lease stays with its holder); otherwise the asker
-gets a normal (hard) lease with a cap entry (and a run of its own if it is solo, which
-the previous holder's unrecorded run head normally prevents), and the previous holder
-simply loses that piece: its next renewal of the run stops there (the reply's ``count``
-tells it where the run was cut). A soft piece becomes hard when its holder records its
-hash (a recorded piece is never taken: that would invite a second origin fetch of bytes
-already fetched). Renewals keep soft pieces soft; releases, expiry, sweeps and
-:meth:`Records.drop_lease` forget the mark with the lease. Run heads and single leases
-are never soft. A release (``ttl == 0``) by another peer never takes a soft piece.
+node alone streams a long run while a crowd arriving cuts it short, without a piece being
+fetched twice. A new lease (``ttl > 0``) asked by another peer for a live soft piece is
+refused for now: ``granted=False`` with the holder and ``expires_at = now`` (the asker
+backs off briefly and asks again), and the piece is marked *wanted*. If the blob is at its
+cap, the capped refusal is returned instead and nothing is marked (the asker could not
+fetch the piece from the origin anyway; cutting the holder's stream would only slow the
+blob). The holder's next renewal stops at the first wanted piece of the range (the reply's
+``count`` tells it where to cut its run; its first piece is renewed regardless, so
+``count`` is never 0); the wanted piece and the rest after the cut keep their leases and
+marks, unrenewed, until the holder releases them (it releases the pieces it did not
+receive, at once), they expire, or the holder records their hashes: a recorded piece is
+hard and no longer wanted (its bytes are fetched once, then from the holder by peers;
+another peer's record of it does not count). Once released, the next asker gets the piece
+normally (cap rules apply). Renewals keep soft pieces soft; releases, expiry, sweeps and
+:meth:`Records.drop_lease` forget both marks with the lease. Run heads, single leases and
+recorded pieces are never soft and are refused with their real expiry, as is a release
+(``ttl == 0``) by another peer of any piece.
 """
 
 from __future__ import annotations
@@ -125,6 +133,7 @@ class Records:
         self._leases: dict[tuple[str, int], tuple[str, float]] = {}
         self._blob_leases: dict[str, dict[int, float]] = {}  # digest -> index -> expiry
         self._soft: dict[str, set[int]] = {}  # digest -> indexes of soft (extension) leases
+        self._wanted: dict[str, set[int]] = {}  # digest -> soft indexes another peer asked for
 
     @property
     def piece_count(self) -> int:
@@ -212,7 +221,12 @@ class Records:
         if live and current is not None and current[0] != peer:
             if req.ttl == 0 or first not in soft:
                 return p.LeaseReply(granted=False, holder=current[0], expires_at=current[1])
-            live = False  # a soft piece: asked for as if nobody leased it
+            # A soft piece: refused for now, and its holder asked to stop its run there
+            # (not while the blob is capped: the asker could not fetch it anyway).
+            if (refusal := self._capped(digest, now)) is not None:
+                return refusal
+            self._wanted.setdefault(digest, set()).add(first)
+            return p.LeaseReply(granted=False, holder=current[0], expires_at=now)
         blob = self._blob_leases.get(digest, {})
         if req.ttl == 0:
             for index in range(first, first + req.count):
@@ -220,7 +234,7 @@ class Records:
                 if index == first or (held is not None and held[0] == peer):
                     self._leases.pop((digest, index), None)
                     blob.pop(index, None)
-                    soft.discard(index)
+                    self._unmark(digest, index)
             return p.LeaseReply(granted=True, holder=peer, expires_at=now, count=req.count)
         if not live and (refusal := self._capped(digest, now)) is not None:
             return refusal
@@ -230,9 +244,11 @@ class Records:
                 raise RegistryFull(f"{len(self._leases)} live leases")
         expires_at = now + req.ttl
         self._leases[key] = (peer, expires_at)
-        self._blob_leases.setdefault(digest, {})[first] = expires_at
         if not live:
-            soft.discard(first)  # a new grant's first piece is hard (renewals keep the mark)
+            self._blob_leases.setdefault(digest, {})[first] = expires_at
+            self._unmark(digest, first)  # a new grant's first piece is hard
+        elif first in blob:  # a renewal refreshes a cap entry, never makes one
+            blob[first] = expires_at
         end = min(first + req.count, p.MAX_PIECES)
         if live:
             count = self._renew_run(req, end, expires_at, now)
@@ -243,12 +259,14 @@ class Records:
         return p.LeaseReply(granted=True, holder=peer, expires_at=expires_at, count=count)
 
     def _renew_run(self, req: p.LeaseRequest, end: int, expires_at: float, now: float) -> int:
-        """Renew the asker's live leases after ``piece_index`` up to the first that is not."""
-        blob = self._blob_leases[req.digest]
+        """Renew the asker's live leases after ``piece_index`` up to the first that is not
+        or that another peer wants (the cut: the holder stops its run there)."""
+        blob = self._blob_leases.get(req.digest, {})
+        wanted = self._wanted.get(req.digest, set())
         index = req.piece_index + 1
         while index < end:
             held = self._leases.get((req.digest, index))
-            if held is None or held[1] <= now or held[0] != req.peer_id:
+            if held is None or held[1] <= now or held[0] != req.peer_id or index in wanted:
                 break
             self._leases[(req.digest, index)] = (req.peer_id, expires_at)
             if index in blob:  # a piece granted on its own keeps counting against the cap
@@ -284,6 +302,7 @@ class Records:
                 break
             self._leases[(digest, index)] = (req.peer_id, expires_at)
             blob.pop(index, None)  # a stale cap entry of an expired lease
+            self._wanted.get(digest, set()).discard(index)  # a stale mark of one
             soft.add(index)
             index += 1
         if not soft:
@@ -299,11 +318,16 @@ class Records:
         """Forget the lease of piece ``index`` of ``digest`` (its holder is gone)."""
         self._leases.pop((digest, index), None)
         self._blob_leases.get(digest, {}).pop(index, None)
+        self._unmark(digest, index)
+
+    def _unmark(self, digest: str, index: int) -> None:
+        """Piece ``index`` of ``digest`` is neither soft nor wanted any more."""
         self._soft.get(digest, set()).discard(index)
+        self._wanted.get(digest, set()).discard(index)
 
     def _fetched(self, record: p.PieceHashes) -> None:
         """Leases of the pieces ``record``'s writer recorded stop counting against the cap,
-        and stop being soft."""
+        and stop being soft (and wanted)."""
         digest, hashes = record.digest, record.hashes
 
         def done(indexes: Iterable[int]) -> list[int]:
@@ -318,8 +342,8 @@ class Records:
         blob = self._blob_leases.get(digest, {})
         for index in done(blob):
             del blob[index]
-        soft = self._soft.get(digest, set())
-        soft.difference_update(done(soft))
+        for index in done(self._soft.get(digest, set())):
+            self._unmark(digest, index)
 
     def _capped(self, digest: str, now: float) -> p.LeaseReply | None:
         """The refusal of a new lease of ``digest`` if its live leases are at the cap."""
@@ -356,9 +380,10 @@ class Records:
         """Drop expired leases."""
         for key in [k for k, (_, until) in self._leases.items() if until <= now]:
             del self._leases[key]
-            self._soft.get(key[0], set()).discard(key[1])
-        for digest in [d for d, soft in self._soft.items() if not soft]:
-            del self._soft[digest]
+            self._unmark(*key)
+        for marks in (self._soft, self._wanted):
+            for digest in [d for d, indexes in marks.items() if not indexes]:
+                del marks[digest]
         for digest in [
             d for d, b in self._blob_leases.items() if max(b.values(), default=0) <= now
         ]:

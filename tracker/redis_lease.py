@@ -4,21 +4,23 @@
 writer's fetches of the pieces a hash record fills in, and ``EXPIRE_LEASES`` (a Lua
 function, shared with ``tracker.redis_scripts``'s ``SWEEP``) drops expired leases. The
 scripts are registered with the others through ``tracker.redis_scripts.SCRIPTS``; the
-keys they use (``lease_holder``, ``leases``, ``bl:<digest>``, ``lease_soft``) are listed
-there.
+keys they use (``lease_holder``, ``leases``, ``bl:<digest>``, ``lease_soft``,
+``lease_wanted``) are listed there.
 """
 
 from __future__ import annotations
 
 from typing import Final
 
-#: ``expire_leases(P, now)``: drops the leases (and soft marks) that expired by ``now``.
+#: ``expire_leases(P, now)``: drops the leases (and soft and wanted marks) that expired by
+#: ``now``.
 EXPIRE_LEASES: Final = """
 local function expire_leases(P, now)
   local gone = redis.call('ZRANGEBYSCORE', P .. 'leases', '-inf', now)
   for _, m in ipairs(gone) do
     redis.call('HDEL', P .. 'lease_holder', m)
     redis.call('SREM', P .. 'lease_soft', m)
+    redis.call('SREM', P .. 'lease_wanted', m)
   end
   redis.call('ZREMRANGEBYSCORE', P .. 'leases', '-inf', now)
 end
@@ -44,11 +46,24 @@ local cur = redis.call('HGET', P .. 'lease_holder', member)
 local exp = redis.call('ZSCORE', P .. 'leases', member)
 local live = cur and exp and tonumber(exp) > now
 local blob = P .. 'bl:' .. digest
+local function unmark(m)
+  redis.call('SREM', P .. 'lease_soft', m)
+  redis.call('SREM', P .. 'lease_wanted', m)
+end
 local function drop(m, i)
   redis.call('HDEL', P .. 'lease_holder', m)
   redis.call('ZREM', P .. 'leases', m)
   redis.call('ZREM', blob, i)
-  redis.call('SREM', P .. 'lease_soft', m)
+  unmark(m)
+end
+local cap = tonumber(ARGV[12])
+local function capped()  -- the refusal of a new lease if the blob is at its cap, or nil
+  if cap <= 0 then return nil end
+  redis.call('ZREMRANGEBYSCORE', blob, '-inf', ARGV[5])
+  if redis.call('ZCARD', blob) < cap then return nil end
+  local f = redis.call('ZRANGE', blob, 0, 0, 'WITHSCORES')
+  local holder = redis.call('HGET', P .. 'lease_holder', digest .. '#' .. f[1])
+  return {'capped', holder, f[2]}
 end
 if live and cur ~= peer then
   local held_by = redis.call('ZSCORE', P .. 'seen', cur)
@@ -59,7 +74,12 @@ if live and cur ~= peer then
   elseif ttl == 0 or redis.call('SISMEMBER', P .. 'lease_soft', member) == 0 then
     return {'held', cur, exp}
   else
-    live = false  -- a soft piece: asked for as if nobody leased it
+    -- a soft piece: refused for now, and its holder asked to stop its run there (not
+    -- while the blob is capped: the asker could not fetch it anyway)
+    local refusal = capped()
+    if refusal then return refusal end
+    redis.call('SADD', P .. 'lease_wanted', member)
+    return {'held', cur, ARGV[5]}
   end
 end
 if ttl == 0 then
@@ -70,14 +90,9 @@ if ttl == 0 then
   end
   return {'granted', ARGV[5], 0}
 end
-local cap = tonumber(ARGV[12])
-if not live and cap > 0 then
-  redis.call('ZREMRANGEBYSCORE', blob, '-inf', ARGV[5])
-  if redis.call('ZCARD', blob) >= cap then
-    local f = redis.call('ZRANGE', blob, 0, 0, 'WITHSCORES')
-    local holder = redis.call('HGET', P .. 'lease_holder', digest .. '#' .. f[1])
-    return {'capped', holder, f[2]}
-  end
+if not live then
+  local refusal = capped()
+  if refusal then return refusal end
 end
 local max = tonumber(ARGV[8])
 if not cur and redis.call('ZCARD', P .. 'leases') >= max then
@@ -86,15 +101,20 @@ if not cur and redis.call('ZCARD', P .. 'leases') >= max then
 end
 redis.call('HSET', P .. 'lease_holder', member, peer)
 redis.call('ZADD', P .. 'leases', ARGV[7], member)
-redis.call('ZADD', blob, ARGV[7], ARGV[11])
+if live then  -- a renewal refreshes a cap entry, never makes one
+  redis.call('ZADD', blob, 'XX', ARGV[7], ARGV[11])
+else
+  redis.call('ZADD', blob, ARGV[7], ARGV[11])
+  unmark(member)  -- a new grant's first piece is hard
+end
 redis.call('EXPIRE', blob, ARGV[13])
-if not live then redis.call('SREM', P .. 'lease_soft', member) end  -- a new grant's is hard
 local i = first + 1
 if live then  -- renewal: the asker's live leases that follow, up to the first that is not
-  while i < stop do
+  while i < stop do  -- or that another peer wants (the cut: the holder stops there)
     local m = digest .. '#' .. i
     local e = redis.call('ZSCORE', P .. 'leases', m)
-    if not e or tonumber(e) <= now or redis.call('HGET', P .. 'lease_holder', m) ~= peer then
+    if not e or tonumber(e) <= now or redis.call('HGET', P .. 'lease_holder', m) ~= peer
+        or redis.call('SISMEMBER', P .. 'lease_wanted', m) == 1 then
       break
     end
     redis.call('ZADD', P .. 'leases', ARGV[7], m)
@@ -147,6 +167,7 @@ while i < stop do
   redis.call('HSET', P .. 'lease_holder', m, peer)
   redis.call('ZADD', P .. 'leases', ARGV[7], m)
   redis.call('ZREM', blob, i)  -- a stale cap entry of an expired lease
+  redis.call('SREM', P .. 'lease_wanted', m)  -- a stale mark of one
   redis.call('SADD', P .. 'lease_soft', m)
   i = i + 1
 end
@@ -156,7 +177,7 @@ return {'granted', ARGV[7], i - first}
 
 #: ARGV: P, digest, peer, flags ("1" at position i + 1 when the put recorded piece i).
 #: The peer's leases of those pieces stop counting against the blob's cap and stop being
-#: soft (they stay in ``leases`` until they expire, like ``Records._fetched``). Returns
+#: soft and wanted (they stay in ``leases`` until they expire, like ``Records._fetched``). Returns
 #: how many cap entries it removed.
 LEASES_DONE: Final = """
 local P, digest, peer, flags = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
@@ -176,6 +197,7 @@ while at do
   if redis.call('SISMEMBER', P .. 'lease_soft', m) == 1
       and redis.call('HGET', P .. 'lease_holder', m) == peer then
     redis.call('SREM', P .. 'lease_soft', m)
+    redis.call('SREM', P .. 'lease_wanted', m)
   end
   at = string.find(flags, '1', at + 1, true)
 end

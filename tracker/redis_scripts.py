@@ -35,6 +35,8 @@ Key layout (``P`` is the store's prefix, ``shoal:`` by default)::
                               after its last grant)
     P lease_soft       set    "digest#index" of the soft leases (a run's extended pieces
                               whose hash their holder has not recorded; preemptible)
+    P lease_wanted     set    "digest#index" of the soft leases another peer asked for
+                              (the holder's next renewal stops its run at the first)
     P seq              string sequence for the *_order zsets
 
 The scripts touch keys they compute from ARGV, so they need a standalone Redis (or one

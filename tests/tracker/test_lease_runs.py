@@ -271,95 +271,168 @@ def soft(records: Records, digest: str = d(1)) -> set[int]:
     return set(records._soft.get(digest, set()))
 
 
-def test_a_crowd_takes_over_a_runs_extension_pieces_piece_by_piece() -> None:
+def wanted(records: Records, digest: str = d(1)) -> set[int]:
+    return set(records._wanted.get(digest, set()))
+
+
+def test_a_soft_piece_asked_by_another_is_refused_for_now_and_marked_wanted() -> None:
     records = Records(Policy())
     assert records.lease(run("a", 0, 8), T0).count == 8
     assert soft(records) == set(range(1, 8))  # the head is hard
-    # b asks for a's piece 3: a normal (hard) lease with a cap entry; a's head counts, so
-    # b is not solo and gets no run
-    assert got(records.lease(run("b", 3, 8), T0 + 1)) == (True, "b", T0 + 11, 1)
-    assert records._blob_leases[d(1)] == {0: T0 + 10, 3: T0 + 11}
-    assert soft(records) == {1, 2, 4, 5, 6, 7}
-    assert records.lease(run("c", 4, 1), T0 + 1).holder == "c"
-    assert holders(records, T0 + 1) == {0: "a", 1: "a", 2: "a", 3: "b", 4: "c", 5: "a",
-                                        6: "a", 7: "a"}  # fmt: skip
-    # the pieces taken are hard now: the next asker is refused
-    assert got(records.lease(run("d", 3, 1), T0 + 2)) == (False, "b", T0 + 11, 1)
-    assert got(records.lease(run("a", 4, 1), T0 + 2)) == (False, "c", T0 + 11, 1)
-    # nor is a run head ever taken
-    assert got(records.lease(run("d", 0, 1), T0 + 2)) == (False, "a", T0 + 10, 1)
+    # b asks for a's piece 3: refused, holder a, but expires_at == now (ask again soon)
+    refused = records.lease(run("b", 3, 8), T0 + 1)
+    assert refused == p.LeaseReply(granted=False, holder="a", expires_at=T0 + 1)
+    assert (wanted(records), soft(records)) == ({3}, set(range(1, 8)))
+    assert records.lease(run("c", 5, 1), T0 + 1.5).expires_at == T0 + 1.5
+    assert wanted(records) == {3, 5}
+    assert holders(records, T0 + 2) == dict.fromkeys(range(8), "a")  # nothing taken
+    assert records._blob_leases[d(1)] == {0: T0 + 10}  # nor a cap entry made
+    # asked again: still refused for now, still wanted
+    assert got(records.lease(run("b", 3, 1), T0 + 2)) == (False, "a", T0 + 2, 1)
+    assert wanted(records) == {3, 5}
+    # a release by another peer is refused as held, and marks nothing
+    assert got(records.lease(run("b", 4, 1, ttl=0), T0 + 2)) == (False, "a", T0 + 10, 1)
+    assert wanted(records) == {3, 5}
 
 
-def test_a_solo_asker_taking_a_soft_piece_gets_a_run_of_its_own() -> None:
+def test_a_run_head_and_a_single_lease_are_refused_with_their_real_expiry() -> None:
+    records = Records(Policy())
+    records.lease(run("a", 0, 8), T0)
+    records.lease(run("b", 20, 1), T0)  # b's fetch in flight: no run for c
+    assert records.lease(run("c", 30, 8), T0).count == 1
+    assert got(records.lease(run("d", 0, 4), T0 + 1)) == (False, "a", T0 + 10, 1)
+    assert got(records.lease(run("d", 20, 1), T0 + 1)) == (False, "b", T0 + 10, 1)
+    assert got(records.lease(run("d", 30, 1), T0 + 1)) == (False, "c", T0 + 10, 1)
+    assert 0 not in soft(records)
+    assert (wanted(records), soft(records)) == (set(), set(range(1, 8)))
+
+
+def test_the_holders_renewal_reports_the_cut_at_the_first_wanted_piece() -> None:
+    records = Records(Policy())
+    records.lease(run("a", 0, 8), T0)
+    records.lease(run("b", 5, 1), T0 + 1)  # wants a's 5
+    records.lease(run("c", 6, 1), T0 + 1)  # and 6
+    assert got(records.lease(run("a", 0, 8), T0 + 2)) == (True, "a", T0 + 12, 5)  # 0..4
+    # the wanted pieces and the rest stay a's (not renewed) until a releases them
+    assert {i: records._leases[(d(1), i)][1] for i in range(4, 8)} == {
+        4: T0 + 12, 5: T0 + 10, 6: T0 + 10, 7: T0 + 10}  # fmt: skip
+    assert holders(records, T0 + 2) == dict.fromkeys(range(8), "a")
+    assert got(records.lease(run("b", 5, 1), T0 + 3)) == (False, "a", T0 + 3, 1)
+    assert soft(records) == set(range(1, 8))  # a renewal makes nothing hard
+    # a renewal from a later piece stops at a wanted piece too (never at 0 pieces)
+    assert records.lease(run("a", 1, 7), T0 + 3).count == 4  # 1..4
+    assert records.lease(run("a", 5, 3), T0 + 3).count == 1  # 5 only
+    assert records._blob_leases[d(1)] == {0: T0 + 12}  # renewals made no cap entry
+
+
+def test_the_holder_releases_the_cut_and_the_next_asker_gets_it() -> None:
+    records = Records(Policy(max_origin_fetches=4))
+    records.lease(run("a", 0, 8), T0)
+    records.lease(run("b", 5, 4), T0 + 1)  # refused for now, wanted
+    assert records.lease(run("a", 0, 8), T0 + 1.5).count == 5  # the cut: 5
+    # a got 0..4 (records them as they come) and releases 5..7 at once
+    records.put_pieces(record("a", {3, 4}))
+    assert got(records.lease(run("a", 5, 3, ttl=0), T0 + 1.5)) == (True, "a", T0 + 1.5, 3)
+    assert (wanted(records), soft(records)) == (set(), {1, 2})
+    # b asks again: a normal (hard) grant with a cap entry, no run (a's head is in flight)
+    assert got(records.lease(run("b", 5, 4), T0 + 1.7)) == (True, "b", T0 + 11.7, 1)
+    assert records._blob_leases[d(1)] == {0: T0 + 11.5, 5: T0 + 11.7}
+    assert 5 not in soft(records)
+    # a recorded piece of the run (hard now) is refused with its real expiry
+    assert got(records.lease(run("c", 4, 1), T0 + 2)) == (False, "a", T0 + 11.5, 1)
+    assert 4 not in wanted(records)
+    # and a piece taken that way is hard: refused as held, never wanted
+    assert got(records.lease(run("c", 5, 1), T0 + 2)) == (False, "b", T0 + 11.7, 1)
+    assert wanted(records) == set()
+
+
+def test_a_solo_asker_gets_a_released_soft_piece_with_a_run_of_its_own() -> None:
     records = Records(Policy())
     records.lease(run("a", 0, 8), T0)
     records.put_pieces(record("a", {0}))  # a's head is fetched: a's run no longer counts
-    records.lease(run("a", 6, 2, ttl=0), T0)  # a gives up 6 and 7
-    # b takes a's 5 and, solo, extends over 6..15 (the record has 16 pieces)
-    assert got(records.lease(run("b", 5, 64), T0 + 1)) == (True, "b", T0 + 11, 11)
-    assert records._blob_leases[d(1)] == {5: T0 + 11}
+    assert records.lease(run("b", 5, 64), T0 + 1).granted is False
+    assert records.lease(run("a", 0, 8), T0 + 1).count == 5
+    records.lease(run("a", 5, 3, ttl=0), T0 + 1)  # a gives up 5..7
+    # b, solo, gets 5 and extends over 6..15 (the record has 16 pieces)
+    assert got(records.lease(run("b", 5, 64), T0 + 2)) == (True, "b", T0 + 12, 11)
+    assert records._blob_leases[d(1)] == {5: T0 + 12}
     assert soft(records) == {1, 2, 3, 4, *range(6, 16)}
-    assert holders(records, T0 + 1) == {**dict.fromkeys(range(5), "a"),
-                                        **dict.fromkeys(range(5, 16), "b")}  # fmt: skip
+    assert wanted(records) == set()
 
 
-def test_a_piece_recorded_by_its_holder_is_never_taken() -> None:
+def test_a_piece_recorded_by_its_holder_is_never_wanted() -> None:
     records = Records(Policy())
     records.lease(run("a", 0, 8), T0)
-    records.put_pieces(record("a", {2, 3}))
+    records.lease(run("b", 3, 1), T0 + 1)  # wanted...
+    records.put_pieces(record("a", {2, 3}))  # ...but a had it: recorded, hard, not wanted
     records.put_pieces(record("b", {4}))  # another peer's record does not make it hard
-    assert soft(records) == {1, 4, 5, 6, 7}
+    assert (soft(records), wanted(records)) == ({1, 4, 5, 6, 7}, set())
     assert got(records.lease(run("b", 2, 1), T0 + 1)) == (False, "a", T0 + 10, 1)
     assert got(records.lease(run("b", 3, 4), T0 + 1)) == (False, "a", T0 + 10, 1)
-    assert got(records.lease(run("b", 4, 1), T0 + 1)) == (True, "b", T0 + 11, 1)
-    # a renewal keeps the recorded pieces hard and the others soft
-    assert records.lease(run("a", 0, 8), T0 + 2).count == 4  # 0..3: cut at b's 4
-    assert soft(records) == {1, 5, 6, 7}
-    assert records.lease(run("c", 1, 1), T0 + 3).holder == "c"
+    assert wanted(records) == set()
+    assert got(records.lease(run("b", 4, 1), T0 + 1)) == (False, "a", T0 + 1, 1)
+    assert wanted(records) == {4}
+    # the renewal stops at the wanted 4; the recorded 2 and 3 stay hard
+    assert records.lease(run("a", 0, 8), T0 + 2).count == 4  # 0..3
+    assert soft(records) == {1, 4, 5, 6, 7}
+    records.put_pieces(record("a", {4}))  # a had received 4 too: recorded, not released
+    assert (soft(records), wanted(records)) == ({1, 5, 6, 7}, set())
+    assert got(records.lease(run("b", 4, 1), T0 + 3)) == (False, "a", T0 + 10, 1)
 
 
-def test_a_capped_asker_does_not_take_a_soft_piece() -> None:
+def test_a_capped_asker_is_refused_as_capped_and_marks_nothing() -> None:
     records = Records(Policy(max_origin_fetches=2))
     records.lease(run("a", 0, 8), T0)
     assert records.lease(run("b", 20, 1), T0).granted  # a's run and b's piece: 2
     capped = records.lease(run("c", 5, 1), T0 + 1)
-    assert (capped.granted, capped.capped, capped.holder) == (False, True, "a")
-    assert holders(records, T0 + 1)[5] == "a"
-    assert 5 in soft(records)
+    assert capped == p.LeaseReply(granted=False, holder="a", expires_at=T0 + 10, capped=True)
+    assert (holders(records, T0 + 1)[5], wanted(records)) == ("a", set())
+    assert records.lease(run("a", 0, 8), T0 + 1).count == 8  # no cut
     records.put_pieces(record("b", {20}, pieces=32))  # b's fetch is done: room for one
-    assert got(records.lease(run("c", 5, 1), T0 + 2)) == (True, "c", T0 + 12, 1)
+    assert got(records.lease(run("c", 5, 1), T0 + 2)) == (False, "a", T0 + 2, 1)
+    assert wanted(records) == {5}
 
 
-def test_a_renewal_reports_where_the_run_was_cut_and_keeps_its_pieces_soft() -> None:
+def test_renewals_refresh_a_cap_entry_but_never_make_one() -> None:
+    records = Records(Policy(max_origin_fetches=2))
+    records.lease(run("a", 0, 4), T0)
+    records.put_pieces(record("a", {0}))  # a's head is fetched: no cap entry left
+    assert records._blob_leases[d(1)] == {}
+    assert records.lease(run("a", 0, 4), T0 + 1).count == 4
+    assert records.lease(run("a", 2, 2), T0 + 1).count == 2  # from a soft piece
+    assert records._blob_leases[d(1)] == {}
+    assert records.lease(run("b", 10, 1), T0 + 1).granted
+    assert records.lease(run("b", 10, 1), T0 + 2).granted
+    assert records._blob_leases[d(1)] == {10: T0 + 12}
+
+
+def test_release_expiry_sweep_and_drop_forget_the_soft_and_wanted_marks() -> None:
     records = Records(Policy())
     records.lease(run("a", 0, 8), T0)
-    records.lease(run("b", 5, 1), T0 + 1)  # takes a's 5
-    assert got(records.lease(run("a", 0, 8), T0 + 2)) == (True, "a", T0 + 12, 5)  # 0..4
-    assert got(records.lease(run("a", 1, 7), T0 + 2)) == (True, "a", T0 + 12, 4)  # 1..4
-    assert got(records.lease(run("a", 6, 2), T0 + 2)) == (True, "a", T0 + 12, 2)  # 6, 7
-    assert soft(records) == {1, 2, 3, 4, 6, 7}  # a renewal makes nothing hard
-    assert records.lease(run("c", 6, 1), T0 + 3).holder == "c"
-    assert records.lease(run("a", 6, 2), T0 + 3).granted is False  # a lost 6
-    assert records.lease(run("a", 7, 1), T0 + 3).count == 1
-
-
-def test_release_expiry_sweep_and_drop_forget_the_soft_mark() -> None:
-    records = Records(Policy())
-    records.lease(run("a", 0, 8), T0)
+    for index in (2, 4, 6):
+        records.lease(run("b", index, 1), T0)
+    assert wanted(records) == {2, 4, 6}
     records.lease(run("a", 2, 2, ttl=0), T0)  # releases 2 and 3
-    assert soft(records) == {1, 4, 5, 6, 7}
+    assert (soft(records), wanted(records)) == ({1, 4, 5, 6, 7}, {4, 6})
     records.drop_lease(d(1), 4)
-    assert soft(records) == {1, 5, 6, 7}
+    assert (soft(records), wanted(records)) == ({1, 5, 6, 7}, {6})
     records.lease(run("a", 0, 64, ttl=0), T0)
-    assert (records.lease_count, soft(records)) == (0, set())
+    assert (records.lease_count, soft(records), wanted(records)) == (0, set(), set())
     records.lease(run("a", 0, 8, ttl=5), T0)
+    records.lease(run("b", 3, 1), T0 + 1)
     records.sweep(T0 + 5)
-    assert (records.lease_count, records._soft) == (0, {})
-    # an expired, unswept soft lease granted anew as a first piece is hard
+    assert (records.lease_count, records._soft, records._wanted) == (0, {}, {})
+    # an expired, unswept wanted soft lease granted anew as a first piece is hard
     records.lease(run("a", 0, 8, ttl=5), T0 + 10)
+    records.lease(run("b", 3, 1), T0 + 11)
+    records.lease(run("b", 5, 1), T0 + 11)
     assert got(records.lease(run("b", 3, 1), T0 + 16)) == (True, "b", T0 + 26, 1)
-    assert 3 not in soft(records)
+    assert (3 in soft(records), wanted(records)) == (False, {5})
     assert got(records.lease(run("c", 3, 1), T0 + 17)) == (False, "b", T0 + 26, 1)
+    # or as part of a new run: soft again, not wanted
+    records.lease(run("b", 3, 1, ttl=0), T0 + 17)
+    assert records.lease(run("c", 4, 2), T0 + 17).count == 2
+    assert (soft(records) >= {5}, wanted(records)) == (True, set())
 
 
 def test_a_soft_piece_of_a_dead_holder_is_dropped_first() -> None:
@@ -368,8 +441,13 @@ def test_a_soft_piece_of_a_dead_holder_is_dropped_first() -> None:
         reg.announce(announce(peer), T0)
     assert reg.lease(run("a", 0, 8, ttl=300), T0).count == 8
     assert reg.lease(run("b", 3, 1), T0 + 1).capped  # a's run is the 1 fetch in flight
+    reg.announce(announce("b"), T0 + 20)
+    reg.records.put_pieces(record("a", {0}))  # a's head is fetched: room for one
+    assert reg.lease(run("b", 3, 1), T0 + 21).expires_at == T0 + 21  # wanted
+    reg.lease(run("b", 9, 1, ttl=300), T0 + 21)  # b's own fetch in flight: 1 again
     reg.announce(announce("b"), T0 + 80)
-    # a is gone: its soft 3 is dropped, its head 0 still counts (dropped when asked for)
+    # a is gone: its soft 3 is dropped (and its mark), b's 9 still counts
     assert reg.lease(run("b", 3, 1), T0 + 95).capped
-    assert 3 not in soft(reg.records)
-    assert reg.lease(run("b", 0, 1), T0 + 95).granted
+    assert (3 in soft(reg.records), wanted(reg.records)) == (False, set())
+    reg.records.put_pieces(record("b", {9}))
+    assert reg.lease(run("b", 3, 1), T0 + 95).granted

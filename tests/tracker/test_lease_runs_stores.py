@@ -138,12 +138,12 @@ async def test_a_run_is_shortened_alike_at_max_leases(redis_url: str) -> None:
         await redis_store.aclose()
 
 
-Tables = tuple[dict[str, tuple[str, float]], dict[str, dict[int, float]], set[str]]
+Tables = tuple[dict[str, tuple[str, float]], dict[str, dict[int, float]], set[str], set[str]]
 
 
 def live_tables(memory: MemoryStore, now: float) -> Tables:
     """Memory's live leases ("digest#index" -> holder, expiry), live cap entries and the
-    live leases that are soft ("digest#index")."""
+    live leases that are soft and wanted ("digest#index")."""
     records = memory.registry.records
     leases = {
         f"{dg}#{i}": (peer, until) for (dg, i), (peer, until) in records._leases.items()
@@ -154,7 +154,9 @@ def live_tables(memory: MemoryStore, now: float) -> Tables:
         for dg, blob in records._blob_leases.items()
     }
     soft = {f"{dg}#{i}" for dg, indexes in records._soft.items() for i in indexes}
-    return leases, {dg: blob for dg, blob in caps.items() if blob}, soft & leases.keys()
+    wanted = {f"{dg}#{i}" for dg, indexes in records._wanted.items() for i in indexes}
+    live = leases.keys()
+    return leases, {dg: blob for dg, blob in caps.items() if blob}, soft & live, wanted & live
 
 
 def redis_tables(store: RedisStore, now: float) -> Tables:
@@ -171,83 +173,110 @@ def redis_tables(store: RedisStore, now: float) -> Tables:
         if blob:
             caps[d(n)] = {int(i): until for i, until in blob}
     soft = {m.decode() for m in r.smembers(prefix + "lease_soft")}
-    return leases, caps, soft & leases.keys()
+    wanted = {m.decode() for m in r.smembers(prefix + "lease_wanted")}
+    return leases, caps, soft & leases.keys(), wanted & leases.keys()
 
 
 def m(index: int, n: int = 1) -> str:
     return f"{d(n)}#{index}"
 
 
+def refused(peer: str, now: float) -> p.LeaseReply:
+    """A soft piece's refusal: held by ``peer``, ask again soon."""
+    return p.LeaseReply(granted=False, holder=peer, expires_at=now)
+
+
 # Soft pieces, at most 2 origin fetches of one blob in flight: (time, operation, what both
-# stores answer, the live soft leases after it or None).
-SOFT_SCENARIO: list[tuple[float, Op, Any, set[str] | None]] = [
+# stores answer, the live (soft, wanted) leases after it or None).
+SOFT_SCENARIO: list[tuple[float, Op, Any, tuple[set[str], set[str]] | None]] = [
     *[(T0, lambda s, peer=peer: s.announce(announce(peer), T0), None, None) for peer in "abcd"],
-    (T0, lease(run("a", 0, 8), T0), granted("a", T0 + 10, 8), {m(i) for i in range(1, 8)}),
-    # b takes a's soft 5: a hard lease with a cap entry, no run (a's head counts)
-    (T0 + 1, lease(run("b", 5, 4), T0 + 1), granted("b", T0 + 11, 1),
-     {m(i) for i in (1, 2, 3, 4, 6, 7)}),
+    (T0, lease(run("a", 0, 8), T0), granted("a", T0 + 10, 8), ({m(i) for i in range(1, 8)}, set())),
+    # b asks for a's soft 5: refused for now (expires_at == now), 5 is wanted
+    (T0 + 1, lease(run("b", 5, 4), T0 + 1), refused("a", T0 + 1),
+     ({m(i) for i in range(1, 8)}, {m(5)})),
     (T0 + 1, lease(run("c", 0, 4), T0 + 1), held("a", T0 + 10), None),  # a run's head is hard
-    (T0 + 1, lease(run("c", 5, 1), T0 + 1), held("b", T0 + 11), None),  # so is a taken piece
     (T0 + 1, lease(run("c", 6, 1, ttl=0), T0 + 1), held("a", T0 + 10), None),  # no release
-    # c is capped (a's run and b's 5 are in flight): a's soft 6 stays a's
+    (T0 + 1, lease(run("b", 20, 1), T0 + 1), granted("b", T0 + 11, 1), None),  # 2 in flight
+    # c is capped (a's run and b's 20 are in flight): a's soft 6 is not wanted
     (T0 + 1, lease(run("c", 6, 1), T0 + 1),
      p.LeaseReply(granted=False, holder="a", expires_at=T0 + 10, capped=True),
-     {m(i) for i in (1, 2, 3, 4, 6, 7)}),
-    # a records 2 and 3: hard now; b records 4 and 5: a's 4 stays soft (not b's to record)
-    (T0 + 1, lambda s: s.put_pieces(record("a", {2, 3})), None, {m(i) for i in (1, 4, 6, 7)}),
-    (T0 + 1, lambda s: s.put_pieces(record("b", {4, 5})), None, {m(i) for i in (1, 4, 6, 7)}),
-    (T0 + 2, lease(run("c", 3, 1), T0 + 2), held("a", T0 + 10), None),  # recorded: kept
-    # a renewal reports the cut at b's 5 and keeps 1 and 4 soft
+     ({m(i) for i in range(1, 8)}, {m(5)})),
+    # a records 2 and 3: hard now; b's put (another shape) still ends b's fetch of 20, and
+    # a's 4 stays soft (not b's to record)
+    (T0 + 1, lambda s: s.put_pieces(record("a", {2, 3})), None,
+     ({m(i) for i in (1, 4, 5, 6, 7)}, {m(5)})),
+    (T0 + 1, lambda s: s.put_pieces(record("b", {4, 20}, pieces=24)), None,  # a conflict
+     ({m(i) for i in (1, 4, 5, 6, 7)}, {m(5)})),
+    (T0 + 2, lease(run("c", 3, 1), T0 + 2), held("a", T0 + 10), None),  # recorded: real expiry
+    (T0 + 2, lease(run("c", 6, 1), T0 + 2), refused("a", T0 + 2),
+     ({m(i) for i in (1, 4, 5, 6, 7)}, {m(5), m(6)})),
+    # a's renewal reports the cut at the first wanted piece, 5; renews 0..4 only
     (T0 + 2, lease(run("a", 0, 8), T0 + 2), granted("a", T0 + 12, 5),
-     {m(i) for i in (1, 4, 6, 7)}),
-    (T0 + 3, lease(run("d", 4, 1), T0 + 3), granted("d", T0 + 13, 1), {m(i) for i in (1, 6, 7)}),
-    (T0 + 3, lease(run("a", 0, 8), T0 + 3), granted("a", T0 + 13, 4), None),  # 0..3
-    (T0 + 3, lease(run("a", 6, 2), T0 + 3), granted("a", T0 + 13, 2), {m(i) for i in (1, 6, 7)}),
-    (T0 + 3, lease(run("a", 4, 1), T0 + 3), held("d", T0 + 13), None),
-    # a release of the run releases its soft pieces too
-    (T0 + 4, lease(run("a", 0, 8, ttl=0), T0 + 4), granted("a", T0 + 4, 8), set()),
-    (T0 + 4, lease(run("d", 4, 1, ttl=0), T0 + 4), granted("d", T0 + 4, 1), set()),
-    # solo again: c's run 6..9 is soft but for its head (d(1)'s record has 12 pieces)
-    (T0 + 4, lease(run("c", 6, 4), T0 + 4), granted("c", T0 + 14, 4), {m(7), m(8), m(9)}),
-    # c leaves: its soft 8 is dropped when asked for; c's head still counts, so no run
+     ({m(i) for i in (1, 4, 5, 6, 7)}, {m(5), m(6)})),
+    (T0 + 2, lease(run("a", 5, 3), T0 + 2), granted("a", T0 + 12, 1), None),  # 5 itself only
+    # a had received 5 (recorded: hard, not wanted) and releases the rest of the cut
+    (T0 + 3, lambda s: s.put_pieces(record("a", {5})), None,
+     ({m(i) for i in (1, 4, 6, 7)}, {m(6)})),
+    (T0 + 3, lease(run("a", 6, 2, ttl=0), T0 + 3), granted("a", T0 + 3, 2), ({m(1), m(4)}, set())),
+    (T0 + 3, lease(run("b", 5, 1), T0 + 3), held("a", T0 + 12), None),
+    (T0 + 3, lease(run("d", 4, 1), T0 + 3), refused("a", T0 + 3), ({m(1), m(4)}, {m(4)})),
+    # the next asker gets a released piece normally: a hard lease with a cap entry
+    (T0 + 3, lease(run("c", 6, 4), T0 + 3), granted("c", T0 + 13, 1), ({m(1), m(4)}, {m(4)})),
+    (T0 + 3, lease(run("d", 6, 1), T0 + 3), held("c", T0 + 13), None),
+    # 2 in flight (a's head, c's 6): d is capped and marks nothing
+    (T0 + 4, lease(run("d", 1, 1), T0 + 4),
+     p.LeaseReply(granted=False, holder="a", expires_at=T0 + 12, capped=True),
+     ({m(1), m(4)}, {m(4)})),
+    # a release of the run releases its soft and wanted pieces too
+    (T0 + 4, lease(run("a", 0, 8, ttl=0), T0 + 4), granted("a", T0 + 4, 8), (set(), set())),
+    (T0 + 4, lease(run("c", 6, 1, ttl=0), T0 + 4), granted("c", T0 + 4, 1), (set(), set())),
+    # solo again: c's run 6..11 is soft but for its head (d(1)'s record has 12 pieces)
+    (T0 + 4, lease(run("c", 6, 6), T0 + 4), granted("c", T0 + 14, 6),
+     ({m(i) for i in range(7, 12)}, set())),
+    (T0 + 4, lease(run("a", 8, 1), T0 + 4), refused("c", T0 + 4),
+     ({m(i) for i in range(7, 12)}, {m(8)})),
+    (T0 + 4, lease(run("a", 10, 1), T0 + 4), refused("c", T0 + 4),
+     ({m(i) for i in range(7, 12)}, {m(8), m(10)})),
+    # c leaves: its wanted 8 is dropped when asked for; c's head still counts, so no run
     (T0 + 5, lambda s: s.leave(p.Leave(peer_id="c", session=S), T0 + 5), None, None),
-    (T0 + 5, lease(run("a", 8, 4), T0 + 5), granted("a", T0 + 15, 1), {m(7), m(9)}),
-    (T0 + 5, lambda s: s.stats(T0 + 5), None, {m(7), m(9)}),
-    (T0 + 20, lambda s: s.stats(T0 + 20), None, set()),  # expired and swept
+    (T0 + 5, lease(run("a", 8, 4), T0 + 5), granted("a", T0 + 15, 1),
+     ({m(7), m(9), m(10), m(11)}, {m(10)})),
+    (T0 + 5, lambda s: s.stats(T0 + 5), None, ({m(7), m(9), m(10), m(11)}, {m(10)})),
+    (T0 + 20, lambda s: s.stats(T0 + 20), None, (set(), set())),  # expired and swept
 ]  # fmt: skip
 
 
 async def test_soft_pieces_alike_in_redis_and_memory(redis_url: str) -> None:
     memory, redis_store = await both(Policy(max_origin_fetches=2), redis_url)
     try:
-        for step, (now, op, expected, soft) in enumerate(SOFT_SCENARIO):
+        for step, (now, op, expected, marks) in enumerate(SOFT_SCENARIO):
             m_, r = await op(memory), await op(redis_store)
             assert m_ == r, f"step {step}: memory {m_!r} != redis {r!r}"
             if expected is not None:
                 assert m_ == expected, f"step {step}: {m_!r}"
             tables = live_tables(memory, now)
             assert tables == await trio.to_thread.run_sync(redis_tables, redis_store, now)
-            if soft is not None:
-                assert tables[2] == soft, f"step {step}: {tables[2]}"
+            if marks is not None:
+                assert tables[2:] == marks, f"step {step}: {tables[2:]}"
         records = memory.registry.records
-        assert (records.lease_count, records._soft) == (0, {})
-        soft_key = redis_store._p + "lease_soft"
-        assert await trio.to_thread.run_sync(redis_store._r.exists, soft_key) == 0
+        assert (records.lease_count, records._soft, records._wanted) == (0, {}, {})
+        for key in ("lease_soft", "lease_wanted"):
+            assert await trio.to_thread.run_sync(redis_store._r.exists, redis_store._p + key) == 0
     finally:
         await redis_store.aclose()
 
 
-@pytest.mark.parametrize(("cap", "max_leases", "seed"), [(3, 25, 1), (0, 40, 2), (1, 1000, 3)])
+@pytest.mark.parametrize(("cap", "max_leases", "seed"), [(3, 25, 4), (0, 40, 5), (1, 1000, 3)])
 async def test_random_lease_traffic_alike_in_redis_and_memory(
     redis_url: str, cap: int, max_leases: int, seed: int
 ) -> None:
     """Random leases, runs, releases, hash records, leaves and expiries: same answers, and
-    the same live leases, cap entries and soft leases after every step."""
+    the same live leases, cap entries, soft and wanted leases after every step."""
     rng = random.Random(seed)
     policy = Policy(max_origin_fetches=cap, max_leases=max_leases, min_announce_gap=0.0)
     memory, redis_store = await both(policy, redis_url)
     now = T0
-    taken = 0  # soft pieces granted to another peer than their live holder
+    marked = cut = 0  # soft pieces marked wanted; renewals cut at a wanted piece
     try:
         for peer in "abc":
             await memory.announce(announce(peer), now)
@@ -260,7 +289,17 @@ async def test_random_lease_traffic_alike_in_redis_and_memory(
             if roll < 0.75:
                 count = rng.choice([1, 1, 2, 3, 5, 8, 64])
                 ttl = rng.choice([0.0, 3.0, 10.0, 10.0])
-                req = run(peer, rng.randrange(14), count, ttl=ttl, n=n)
+                index, bias = rng.randrange(14), rng.random()
+                leases, _, soft, _ = live_tables(memory, now)
+                mine = sorted(k for k, (holder, _) in leases.items() if holder == peer)
+                theirs = sorted(k for k in soft if leases[k][0] != peer)
+                if mine and bias < 0.3:  # a holder renewing (or releasing) its run
+                    key, count = rng.choice(mine), rng.choice([5, 8, 64])
+                    index, n = int(key.split("#")[1]), 1 if key.startswith(d(1)) else 2
+                elif theirs and bias < 0.5:  # asking for another's soft piece
+                    key = rng.choice(theirs)
+                    index, n = int(key.split("#")[1]), 1 if key.startswith(d(1)) else 2
+                req = run(peer, index, count, ttl=ttl, n=n)
                 op = lease(req, now)
             elif roll < 0.9:
                 known = {i for i in range(12) if rng.random() < 0.15}
@@ -282,11 +321,18 @@ async def test_random_lease_traffic_alike_in_redis_and_memory(
             redis_view = await trio.to_thread.run_sync(redis_tables, redis_store, now)
             after = live_tables(memory, now)
             assert after == redis_view, f"step {step}"
-            taken += sum(
-                1 for key in before[2] & after[0].keys() if before[0][key][0] != after[0][key][0]
-            )
+            marked += len(after[3] - before[3])
+            if roll < 0.75 and req.ttl > 0 and isinstance(out[0], p.LeaseReply):
+                stop = f"{req.digest}#{req.piece_index + out[0].count}"
+                cut += out[0].granted and out[0].count < req.count and stop in before[3]
+            assert after[3] <= after[2], f"step {step}: wanted but not soft"
+            # a soft piece never changes hands while it and its holder are live
+            for key in before[2] & after[0].keys():
+                holder = before[0][key][0]
+                if memory.registry._live(holder, now) is not None:
+                    assert holder == after[0][key][0], f"step {step}: {key} taken"
         # (with a cap of 1, a run's head in flight caps every other asker)
-        assert taken > 0 or cap == 1
+        assert (marked > 0 and cut > 0) or cap == 1
         assert await memory.stats(now + 400) == await redis_store.stats(now + 400)
     finally:
         await redis_store.aclose()
