@@ -124,7 +124,7 @@ class PiecePlan:
         return range(start // self.piece_size, (end - 1) // self.piece_size + 1)
 
 
-def hash_piece(data: bytes) -> bytes:
+def hash_piece(data: bytes | bytearray) -> bytes:
     """The raw SHA-256 of one piece (what the tracker stores)."""
     return hashlib.sha256(data).digest()
 

@@ -36,6 +36,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time
+from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Final
 
@@ -52,6 +53,7 @@ from peer.mesh.blobpeers import MAX_LINKS_PER_BLOB as MAX_LINKS_PER_BLOB  # benc
 from peer.mesh.fetch import BlobFetch
 from peer.mesh.link import PeerLink
 from peer.mesh.local import LocalPieces
+from peer.mesh.origin import read_pieces
 from peer.mesh.pieces import Bitfield, same_pieces
 from peer.mesh.ratelimit import TokenBucket
 from peer.mesh.swarm_tracker import SwarmTracker
@@ -321,6 +323,10 @@ class Swarm(SwarmTracker):
         dial = self.blob_peers.to_dial(digest, candidates, self.links, trio.current_time())
         await self._link_all(digest, dial, fetch.plan.size)
 
+    def linked_for(self, digest: str) -> int:
+        """Peers linked to us for ``digest`` (either direction)."""
+        return self.blob_peers.count(digest, self.links)
+
     def want_link(self, peer: str, fetch: BlobFetch) -> None:
         """The lease holder of a piece we need: link to it if we have room for one more."""
         if (
@@ -373,26 +379,31 @@ class Swarm(SwarmTracker):
             errors=self.incidents.pending(),
         )  # fmt: skip
 
-    async def origin_range(self, target: Target, digest: str, first: int, last: int) -> bytes:
+    async def origin_pieces(
+        self,
+        target: Target,
+        digest: str,
+        spans: Sequence[tuple[int, int]],
+        on_piece: Callable[[int, bytearray], bool],
+    ) -> None:
+        """One origin range request for consecutive piece ``spans`` (see
+        :func:`peer.mesh.origin.read_pieces`); a failure is noted for the tracker's page."""
+        counted = partial(self._count_origin, on_piece)
         try:
-            async with self.upstream.open_blob(
-                target.registry, target.repository, digest, start=first, end=last
-            ) as resp:
-                chunks = [chunk async for chunk in resp.chunks()]
+            await read_pieces(self.upstream, target, digest, spans, counted)
         except UpstreamError as exc:
             self.incidents.note(
                 time.time(), "origin", f"{target.registry}/{target.repository}: bytes "
-                f"{first}-{last} of {digest}: {exc}",
+                f"{spans[0][0]}-{spans[-1][1] - 1} of {digest}: {exc}",
             )  # fmt: skip
             raise
-        data = b"".join(chunks)
-        if resp.start != first:  # a 200 to our range: cut it out
-            data = data[first : last + 1]
-        if len(data) != last - first + 1:
-            raise UpstreamUnavailable(f"origin sent {len(data)} bytes for {first}-{last}")
+
+    def _count_origin(
+        self, on_piece: Callable[[int, bytearray], bool], k: int, data: bytearray
+    ) -> bool:
         self.metrics.upstream_bytes.inc(len(data))
         self.bytes_from_origin += len(data)
-        return data
+        return on_piece(k, data)
 
     # -- mesh downloads --------------------------------------------------------------------
     async def blob_size(self, target: Target, digest: str, *, origin: bool = True) -> int:

@@ -12,6 +12,7 @@ it": fetch without a lease, skip a hash record.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 import time
@@ -116,28 +117,33 @@ class SwarmTracker:
         while self._announces_done < target:
             await self._announced.wait()
 
-    async def lease(self, digest: str, index: int, ttl: float) -> p.LeaseReply | None:
-        """None if we may fetch the piece from the origin; else the tracker's refusal."""
+    async def lease(self, digest: str, index: int, ttl: float, count: int = 1) -> p.LeaseReply:
+        """Ask for the origin fetch of pieces ``[index, index + count)`` (a run; the tracker
+        may grant fewer, ``reply.count``). Granted when the tracker is away (one piece):
+        without coordination we fetch it ourselves."""
         try:
-            with trio.CancelScope(shield=True):  # see record_hash
-                reply = await self.tracker.lease(digest, index, ttl=ttl)
+            with trio.CancelScope(shield=True):  # see record_hashes
+                reply = await self.tracker.lease(digest, index, ttl=ttl, count=count)
         except TrackerError:
-            return None  # no coordination possible: fetch it ourselves
-        if reply.granted or (reply.holder == self.peer_id and not reply.capped):
-            return None  # (a capped refusal may name us: our lease of another piece)
+            return p.LeaseReply(granted=True, holder=self.peer_id, expires_at=0.0)
+        if not reply.granted and reply.holder == self.peer_id and not reply.capped:
+            # ours already (a capped refusal may name us: our lease of another piece)
+            return dataclasses.replace(reply, granted=True, count=1)
         return reply
 
-    async def release(self, digest: str, index: int) -> None:
-        """Give back our lease on a piece (fetched, failed or abandoned); best effort."""
+    async def release(self, digest: str, index: int, count: int = 1) -> None:
+        """Give back our leases on pieces ``[index, index + count)``; best effort."""
         try:
-            with trio.CancelScope(shield=True):  # see record_hash
-                await self.tracker.lease(digest, index, ttl=0.0)
+            with trio.CancelScope(shield=True):  # see record_hashes
+                await self.tracker.lease(digest, index, ttl=0.0, count=count)
         except TrackerError:
-            pass  # it expires on its own
+            pass  # they expire on their own
 
-    async def record_hash(self, digest: str, plan: PiecePlan, index: int, value: bytes) -> None:
+    async def record_hashes(self, digest: str, plan: PiecePlan, values: dict[int, bytes]) -> None:
+        """Record the hashes of pieces we fetched from the origin, in one call."""
         hashes = [b""] * plan.count
-        hashes[index] = value
+        for index, value in values.items():
+            hashes[index] = value
         try:
             # Shielded: a fetch that completes cancels its request tasks, and an httpx
             # request cancelled half-way can leave the client's pool unusable; this call is
@@ -147,10 +153,10 @@ class SwarmTracker:
                     digest, size=plan.size, piece_size=plan.piece_size, hashes=hashes
                 )
         except TrackerError as exc:
-            LOGGER.info("could not record a piece hash of %s: %s", digest, exc)
+            LOGGER.info("could not record piece hashes of %s: %s", digest, exc)
 
     async def piece_hashes(self, digest: str) -> p.PieceHashes | None:
-        with trio.CancelScope(shield=True):  # see record_hash
+        with trio.CancelScope(shield=True):  # see record_hashes
             record = await self.tracker.get_piece_hashes(digest)
         return record
 

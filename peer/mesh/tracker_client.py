@@ -248,14 +248,18 @@ class TrackerClient:
         query = p.TagQuery(registry=registry, repository=repository, tag=tag, accept=accept)
         return await self._call("/v1/tags/query", query, p.TagRecord, missing_ok=True)
 
-    async def lease(self, digest: str, piece_index: int, *, ttl: float) -> p.LeaseReply:
-        """Ask to be the one node fetching a piece range from the origin (ttl 0 releases)."""
+    async def lease(
+        self, digest: str, piece_index: int, *, ttl: float, count: int = 1
+    ) -> p.LeaseReply:
+        """Ask to be the one node fetching pieces ``[piece_index, piece_index + count)``
+        from the origin (ttl 0 releases); the reply's ``count`` says how many it got."""
         request = p.LeaseRequest(
             digest=digest,
             piece_index=piece_index,
             peer_id=self.peer_id,
             session=self.session,
             ttl=ttl,
+            count=count,
         )
         return await self._must("/v1/lease", request, p.LeaseReply)
 

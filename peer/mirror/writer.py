@@ -134,7 +134,7 @@ class BlobWriter:
         os.fsync(self._live_fd())
         self._synced = self.written
 
-    def write_at(self, offset: int, data: bytes) -> None:
+    def write_at(self, offset: int, data: bytes | bytearray) -> None:
         """Write a piece that may arrive out of order (P2P); see :meth:`hash_through`.
 
         Needs ``expected_size``. Bytes written this way join the running hash only when
@@ -151,10 +151,17 @@ class BlobWriter:
                 view = view[n:]
                 pos += n
 
-    def hash_through(self, end: int) -> None:
-        """Bytes ``[0, end)`` are all on disk: fold ``[written, end)`` into the hash."""
+    def hash_through(self, end: int, *, head: bytes | bytearray = b"") -> None:
+        """Bytes ``[0, end)`` are all on disk: fold ``[written, end)`` into the hash.
+
+        ``head``, if given, is what was just written at ``written`` (the piece that extends
+        the prefix): hashed from memory rather than read back.
+        """
         fd = self._live_fd()
         with self.abort_on_error("hashing"):
+            if head and self.written + len(head) <= end:
+                self._hash.update(head)
+                self.written += len(head)
             pos = self.written
             while pos < end:
                 chunk = os.pread(fd, min(end - pos, 1 << 20), pos)

@@ -32,7 +32,9 @@ HTTP_TIMEOUT: Final = 60.0
 
 _LISTENING = re.compile(r'msg="listening on (?:127\.0\.0\.1|\[::\]|0\.0\.0\.0):(\d+)"')
 # distribution's access log: `127.0.0.1 - - [date] "GET /v2/ HTTP/1.1" 200 2 "" "curl/7.88.1"`
-_ACCESS = re.compile(r'^\S+ - - \[[^\]]+\] "(\w+) (\S+) HTTP/[\d.]+" (\d{3}) \S+ "[^"]*" "([^"]*)"')
+_ACCESS = re.compile(
+    r'^\S+ - - \[[^\]]+\] "(\w+) (\S+) HTTP/[\d.]+" (\d{3}) (\S+) "[^"]*" "([^"]*)"'
+)
 
 #: The one account of a registry started with ``htpasswd=True``: alice / s3cret (bcrypt made
 #: once with libxcrypt, so the tests need no bcrypt package).
@@ -76,6 +78,7 @@ class LoggedRequest(NamedTuple):
     query: str  # without the "?", e.g. "ns=docker.io" from containerd's mirror requests
     status: int
     user_agent: str
+    size: int = 0  # body bytes sent
 
 
 def available() -> bool:
@@ -194,15 +197,21 @@ class Registry:
         for line in procs.log_tail(self.log_path, limit=1 << 30).splitlines():
             match = _ACCESS.match(line)
             if match:
-                method, target, status, agent = match.groups()
+                method, target, status, size, agent = match.groups()
                 path, _, query = target.partition("?")
-                out.append(LoggedRequest(method, path, query, int(status), agent))
+                sent = int(size) if size.isdigit() else 0
+                out.append(LoggedRequest(method, path, query, int(status), agent, sent))
         return out
 
     def blob_gets(self, name: str, digest: str) -> int:
         """How many ``GET /v2/<name>/blobs/<digest>`` the registry has answered."""
         path = f"/v2/{name}/blobs/{digest}"
         return sum(1 for r in self.requests() if r.method == "GET" and r.path == path)
+
+    def blob_bytes(self, name: str, digest: str) -> int:
+        """How many body bytes the registry has sent for ``GET /v2/<name>/blobs/<digest>``."""
+        path = f"/v2/{name}/blobs/{digest}"
+        return sum(r.size for r in self.requests() if r.method == "GET" and r.path == path)
 
     # -- filling it ------------------------------------------------------------------
 

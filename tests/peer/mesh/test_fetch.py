@@ -10,6 +10,7 @@ refused for the cluster's cap on origin fetches pauses the origin for every piec
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
@@ -18,7 +19,14 @@ import trio
 import trio.testing
 
 from peer.errors import UpstreamNotFound, UpstreamUnavailable
-from peer.mesh.fetch import LEASE_TTL, ORIGIN_RETRY, ORIGIN_RETRY_MAX, TICK, BlobFetch
+from peer.mesh.fetch import (
+    LEASE_TTL,
+    ORIGIN_RETRY,
+    ORIGIN_RETRY_MAX,
+    RUN_CHECK,
+    TICK,
+    BlobFetch,
+)
 from peer.mesh.pieces import Bitfield, PiecePlan, hash_piece
 from peer.mesh.swarm import Swarm
 from peer.metrics import NodeMetrics
@@ -50,6 +58,16 @@ class _Swarm:
         self.calls: list[tuple[float, str, int]] = []  # (time, "lease"/"release"/"range", index)
         self.linked: list[str] = []
         self.metrics = NodeMetrics()
+        self.asked: list[int] = []  # count asked in each lease request
+        self.released: list[tuple[int, int]] = []
+        self.runs: list[int] = []  # pieces per origin request
+        self.batches: list[list[int]] = []  # pieces per hash record
+        self.break_after: int | None = None  # the origin breaks off before this run piece
+        self.grant_runs = False
+        self.company = 0  # peers linked for the blob
+        self.delivered = 0  # pieces the origin sent
+        self.granted: set[int] = set()
+        self.cut_at: int | None = None  # renewals say the run ends before this piece
 
     async def wait_announced(self) -> None:
         return None
@@ -57,29 +75,56 @@ class _Swarm:
     async def find_peers(self, digest: str, fetch: Any) -> None:
         return None
 
-    async def lease(self, digest: str, index: int, ttl: float) -> p.LeaseReply | None:
+    async def lease(self, digest: str, index: int, ttl: float, count: int = 1) -> p.LeaseReply:
         self.calls.append((trio.current_time(), "lease", index))
-        if self.leases:
-            return self.leases.pop(0)
-        return None  # no tracker (or granted): fetch it ourselves
+        self.asked.append(count)
+        reply = self.leases.pop(0) if self.leases else None
+        # None: the tracker is away (one piece), or grants the run asked (``grant_runs``)
+        granted = count if self.grant_runs else 1
+        renewal = index in self.granted and ttl > 0
+        if renewal and self.cut_at is not None and index < self.cut_at < index + count:
+            granted = self.cut_at - index
+        self.granted.add(index)
+        expires = 1e12 if self.grant_runs else 0.0  # 0: the tracker did not answer
+        return reply or p.LeaseReply(
+            granted=True, holder=self.peer_id, expires_at=expires, count=granted
+        )
 
-    async def release(self, digest: str, index: int) -> None:
+    async def release(self, digest: str, index: int, count: int = 1) -> None:
         self.calls.append((trio.current_time(), "release", index))
+        self.released.append((index, count))
 
     def want_link(self, peer: str, fetch: Any) -> None:
         self.linked.append(peer)
 
-    async def origin_range(self, target: Target, digest: str, first: int, last: int) -> bytes:
-        self.calls.append((trio.current_time(), "range", first // PLAN.piece_size))
-        if self.origin is not None:
-            raise self.origin
-        if not self.origin_time:
-            await trio.sleep_forever()  # an origin that never answers
-        await trio.sleep(self.origin_time)
-        return bytes(last - first + 1)
+    def linked_for(self, digest: str) -> int:
+        return self.company
 
-    async def record_hash(self, digest: str, plan: PiecePlan, index: int, value: bytes) -> None:
-        self.calls.append((trio.current_time(), "record", index))
+    async def origin_pieces(
+        self,
+        target: Target,
+        digest: str,
+        spans: list[tuple[int, int]],
+        on_piece: Callable[[int, bytearray], bool],
+    ) -> None:
+        self.calls.append((trio.current_time(), "range", spans[0][0] // PLAN.piece_size))
+        self.runs.append(len(spans))
+        for k, (start, end) in enumerate(spans):
+            if len(spans) > 1 and k == self.break_after:
+                raise UpstreamUnavailable("origin broke off")
+            if self.origin is not None:
+                raise self.origin
+            if not self.origin_time:
+                await trio.sleep_forever()  # an origin that never answers
+            await trio.sleep(self.origin_time)
+            self.delivered += 1
+            if not on_piece(k, bytearray(end - start)):
+                return
+
+    async def record_hashes(self, digest: str, plan: PiecePlan, values: dict[int, bytes]) -> None:
+        for index in sorted(values):
+            self.calls.append((trio.current_time(), "record", index))
+        self.batches.append(sorted(values))
 
     def broadcast_have(self, digest: str, index: int) -> None:
         return None
@@ -88,14 +133,14 @@ class _Swarm:
 PLAN = PiecePlan.for_size(SIZE)
 
 
-def _fetch(tmp_path: Path, swarm: _Swarm) -> BlobFetch:
+def _fetch(tmp_path: Path, swarm: _Swarm, size: int = SIZE) -> BlobFetch:
     cache = BlobCache(tmp_path, max_bytes=1 << 30)
     cache.open()
-    writer = cache.new_writer(DIGEST, expected_size=SIZE)
+    writer = cache.new_writer(DIGEST, expected_size=size)
     download = Download(DIGEST)
-    download.started(SIZE, writer.path)
+    download.started(size, writer.path)
     target = Target("docker.io", "library/x")
-    return BlobFetch(cast(Swarm, swarm), target, DIGEST, SIZE, download, writer)
+    return BlobFetch(cast(Swarm, swarm), target, DIGEST, size, download, writer)
 
 
 async def test_origin_refusal_is_raised_bare(tmp_path: Path) -> None:
@@ -234,3 +279,74 @@ async def test_a_peer_is_banned_once_for_bad_pieces_in_flight_together(
         await fetch.run(stall_timeout=60)
     assert swarm.reports == ["bad"]
     assert swarm.metrics.registry.get_sample_value("shoal_pieces_failed_total") == 1
+
+
+async def test_a_lone_node_fetches_runs(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    swarm = _Swarm(None, origin_time=RUN_CHECK / 10)  # faster than RUN_CHECK
+    swarm.grant_runs = True  # nobody else fetches the blob: the tracker grants runs
+    fetch = _fetch(tmp_path, swarm)
+    await fetch.run(stall_timeout=60)
+    # both origin slots start at once: piece 0 alone (piece 1 is already taken), then
+    # piece 1 and every later one in one run
+    assert sorted(swarm.asked) == [1, PLAN.count - 1]
+    assert sorted(swarm.runs) == [1, PLAN.count - 1]
+    assert sorted(i for batch in swarm.batches for i in batch) == list(range(PLAN.count))
+    assert swarm.released == []  # every piece arrived: their hash records end the fetch
+    assert fetch.from_origin == SIZE
+
+
+async def test_a_broken_run_keeps_its_pieces_and_gives_back_the_rest(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    swarm = _Swarm(None, origin_time=1.0)
+    swarm.grant_runs = True
+    swarm.break_after = 1  # the run's first piece arrives, then the origin breaks off
+    fetch = _fetch(tmp_path, swarm)
+    with trio.move_on_after(1.5):
+        await fetch.run(stall_timeout=60)
+    assert sorted(swarm.runs) == [1, 2]
+    assert swarm.released == [(2, 1)]  # the piece it did not bring goes back at once
+    assert sorted(i for batch in swarm.batches for i in batch) == [0, 1]  # recorded, kept
+    assert 2 not in fetch.have
+    swarm.break_after = None
+    await fetch.run(stall_timeout=60)  # the last piece comes again
+    assert fetch.have.complete
+
+
+@pytest.mark.parametrize(("company", "renewals"), [(0, 3), (3, 5)])
+async def test_a_run_is_renewed_after_pieces_1_2_4_or_every_piece_with_company(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock, company: int, renewals: int
+) -> None:
+    size = 8 * PLAN.piece_size
+    plan = PiecePlan.for_size(size)
+    swarm = _Swarm(None, origin_time=RUN_CHECK / 10)  # pieces faster than RUN_CHECK
+    swarm.grant_runs = True
+    swarm.company = company  # peers linked to us for the blob
+    fetch = _fetch(tmp_path, swarm, size=size)
+    await fetch.run(stall_timeout=60)
+    assert fetch.have.complete
+    assert sorted(swarm.runs) == [1, plan.count - 1]  # piece 0, then the run [1, 8)
+    run_leases = [c for c in swarm.asked if c == plan.count - 1]
+    # the grant, then renewals after the run's 1st, 2nd and 4th piece (alone), or after
+    # each piece but the last two (nothing left to cut) with peers linked
+    assert len(run_leases) == 1 + renewals
+
+
+async def test_a_run_stops_where_a_crowd_wants_the_rest(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    size = 8 * PLAN.piece_size
+    plan = PiecePlan.for_size(size)
+    swarm = _Swarm(None, origin_time=1.0)
+    swarm.grant_runs = True
+    swarm.company = 3
+    swarm.cut_at = 5  # other nodes asked for pieces 5 on: renewals end the run there
+    fetch = _fetch(tmp_path, swarm, size=size)
+    await fetch.run(stall_timeout=60)
+    assert fetch.have.complete
+    assert swarm.delivered == plan.count  # no piece twice
+    assert max(swarm.runs) == plan.count - 1
+    assert sum(swarm.runs) == plan.count + 3  # pieces 5-7 asked twice, sent once
+    assert (5, 3) in swarm.released  # the cut handed back at once

@@ -47,23 +47,28 @@ CAPPED = p.LeaseReply(granted=False, holder="other", expires_at=1e9, capped=True
 CAPPED_ME = p.LeaseReply(granted=False, holder="me", expires_at=1e9, capped=True)
 
 
+RUN = p.LeaseReply(granted=True, holder="me", expires_at=1e9, count=5)
+AWAY = p.LeaseReply(granted=True, holder="me", expires_at=0.0)  # tracker down: one piece
+
+
 @pytest.mark.parametrize(
-    ("reply", "refused"),
+    ("reply", "answer"),
     [
-        (GRANTED, None),
-        (None, None),  # no tracker: fetch it ourselves
-        (OURS, None),
+        (GRANTED, GRANTED),
+        (RUN, RUN),
+        (None, AWAY),  # no tracker: fetch it ourselves, one piece
+        (OURS, GRANTED),  # an older tracker's renewal of our own lease
         (HELD, HELD),
         (CAPPED, CAPPED),
         (CAPPED_ME, CAPPED_ME),  # the blob's first lease is ours (another piece): still capped
     ],
 )
 async def test_lease_reply_decides_the_origin(
-    tmp_path: Path, reply: p.LeaseReply | None, refused: p.LeaseReply | None
+    tmp_path: Path, reply: p.LeaseReply | None, answer: p.LeaseReply
 ) -> None:
     asked: list[float] = []
     swarm = _swarm(tmp_path, [reply], asked)
-    assert await swarm.lease(D, 3, 15.0) == refused
+    assert await swarm.lease(D, 3, 15.0, 5) == answer
     assert asked == [15.0]
 
 
