@@ -7,7 +7,9 @@ One process run, on loopback, side by side:
   * docker-registry serving the same blob (``GET /v2/<name>/blobs/<digest>``);
   * a ``shoal peer`` subprocess serving it from its cache (warm);
   * a fresh ``shoal peer`` per run fetching it from docker-registry while streaming (cold),
-    against curl fetching straight from docker-registry.
+    against curl fetching straight from docker-registry;
+  * the same with a tracker (``--tracker``): the mesh path, origin leases, piece hashes
+    recorded at the tracker, as every node of a cluster pulls.
 Each transfer is one ``curl -o /dev/null`` (a C client, so the client is not the limit).
 The median of ``--runs`` runs is reported, with ratios to the references.
 """
@@ -16,12 +18,16 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
 import shutil
 import subprocess
 import tempfile
 from pathlib import Path
 
+import httpx
+
+from bench.e2e_containerd import tracker
 from bench.report import median, write_section
 from tests.helpers import procs
 from tests.helpers.node import spawn_node
@@ -61,6 +67,14 @@ def curl(url: str) -> tuple[float, float, int]:
     return float(out[0]), float(out[1]), int(out[2])
 
 
+def wait_announced(tracker_url: str, node_id: str) -> None:
+    def known() -> bool | None:
+        peers = httpx.get(f"{tracker_url}/admin/peers", timeout=2).json()
+        return True if node_id in json.dumps(peers) else None
+
+    procs.wait_for(known, what="the node's first announce", timeout=20)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--size-mib", type=int, default=512)
@@ -89,7 +103,7 @@ def main() -> None:
                 lambda: True if curl(nginx_url)[2] == size else None, what="nginx", timeout=10
             )
             rows: dict[str, list[tuple[float, float]]] = {
-                k: [] for k in ("nginx", "registry", "warm", "cold", "direct")
+                k: [] for k in ("nginx", "registry", "warm", "cold", "direct", "mesh")
             }
             with spawn_node(
                 root / "warm", "--upstream", f"docker.io={reg.url}", "--cache-size", "8GiB"
@@ -105,15 +119,23 @@ def main() -> None:
                         speed, ttfb, got = curl(url)
                         assert got == size
                         rows[key].append((speed, ttfb))
-            for i in range(args.runs):
-                speed, ttfb, _ = curl(reg_url)
-                rows["direct"].append((speed, ttfb))
-                with spawn_node(
-                    root / f"cold{i}", "--upstream", f"docker.io={reg.url}", "--cache-size", "8GiB"
-                ) as node:
-                    speed, ttfb, got = curl(f"{node.url}/v2/{name}/blobs/{digest}?ns=docker.io")
-                    assert got == size
-                    rows["cold"].append((speed, ttfb))
+            with tracker(root) as tracker_url:
+                for i in range(args.runs):
+                    speed, ttfb, _ = curl(reg_url)
+                    rows["direct"].append((speed, ttfb))
+                    mesh = ("--tracker", tracker_url, "--node-id", f"mesh{i}",
+                            "--p2p-listen", f"127.0.0.1:{procs.free_port()}")  # fmt: skip
+                    for key, extra in (("cold", ()), ("mesh", mesh)):
+                        with spawn_node(
+                            root / f"{key}{i}", "--upstream", f"docker.io={reg.url}",
+                            "--cache-size", "8GiB", *extra,
+                        ) as node:  # fmt: skip
+                            if key == "mesh":  # its first announce is in: the mesh path
+                                wait_announced(tracker_url, f"mesh{i}")
+                            url = f"{node.url}/v2/{name}/blobs/{digest}?ns=docker.io"
+                            speed, ttfb, got = curl(url)
+                            assert got == size
+                            rows[key].append((speed, ttfb))
         procs.stop(nginx)
     finally:
         shutil.rmtree(root, ignore_errors=True)
@@ -132,6 +154,7 @@ def main() -> None:
         f"| **shoal cache hit** | {mbs('warm'):.0f} | {ttfb('warm'):.1f} | **{mbs('warm') / mbs('registry'):.2f}× docker-registry**, {mbs('warm') / mbs('nginx'):.2f}× nginx |",
         f"| docker-registry direct (cold reference) | {mbs('direct'):.0f} | {ttfb('direct'):.1f} | 1.00 |",
         f"| **shoal cold (through node, streaming)** | {mbs('cold'):.0f} | {ttfb('cold'):.1f} | **{mbs('cold') / mbs('direct'):.2f}× direct** |",
+        f"| **shoal cold, node with a tracker (mesh path)** | {mbs('mesh'):.0f} | {ttfb('mesh'):.1f} | **{mbs('mesh') / mbs('direct'):.2f}× direct** |",
     ]
     body = (
         f"One {args.size_mib} MiB random blob, {args.runs} runs each, `curl -o /dev/null` on loopback. "
