@@ -36,15 +36,15 @@ lease the asker holds (others' are untouched), cap entries included. A renewal r
 and nobody wants it (see below), stopping at the first that is not; it refreshes the cap
 entries it finds but never makes one (a recorded or soft piece stays out of the cap). A
 new grant takes ``piece_index`` as a single lease does (cap check, lease, cap entry);
-then, if ``count > 1`` and the blob is solo (no live cap entry, i.e. no unrecorded origin
-fetch in flight, held by another peer), it extends over each next piece while nobody holds
-a live lease of it, its hash is not recorded in the blob's piece record (nor past that
-record's piece count, nor past ``MAX_PIECES``) and ``max_leases`` leaves room (a run is
-shortened, never refused, for room). Extended pieces are leased to the asker until the
-same expiry (soft: see below), but get no cap entry: a run counts once against
-``max_origin_fetches``, by its first piece, until that piece's hash is recorded. The
-reply's ``count`` is the run's length (the request's ``count`` for a release, 1 for a
-refusal).
+then, if ``count > 1`` and the blob is solo (not contended, see below, and no live cap
+entry, i.e. no unrecorded origin fetch in flight, held by another peer), it extends over
+each next piece while nobody holds a live lease of it, its hash is not recorded in the
+blob's piece record (nor past that record's piece count, nor past ``MAX_PIECES``) and
+``max_leases`` leaves room (a run is shortened, never refused, for room). Extended pieces
+are leased to the asker until the same expiry (soft: see below), but get no cap entry: a
+run counts once against ``max_origin_fetches``, by its first piece, until that piece's
+hash is recorded. The reply's ``count`` is the run's length (the request's ``count`` for a
+release, 1 for a refusal).
 
 Soft pieces. A run's extended pieces (not its first) are *soft*: preemptible, so that a
 node alone streams a long run while a crowd arriving cuts it short, without a piece being
@@ -64,6 +64,19 @@ normally (cap rules apply). Renewals keep soft pieces soft; releases, expiry, sw
 :meth:`Records.drop_lease` forget both marks with the lease. Run heads, single leases and
 recorded pieces are never soft and are refused with their real expiry, as is a release
 (``ttl == 0``) by another peer of any piece.
+
+Contended blobs. Whenever a new lease (``ttl > 0``) of a blob is refused — held by another
+peer, a soft piece refused for now, or capped — the blob is *contended* until ``now +
+req.ttl`` (the asker's lease TTL; a later end already recorded is kept). While it is
+contended (``now < until``) nobody gets a run of it: a new grant covers ``piece_index``
+alone (``count`` 1), the asker's own earlier refusals included (a node refused a moment
+ago is part of a crowd). So a node alone streams long runs, and once a crowd shows up
+everybody fetches single pieces under the cap; without this, the crowd backing off after
+its refusals holds no cap entries, so the holder of a cut run looks solo again and gets
+another long run. Only refusals contend: not a grant while another peer's lease of the
+blob is live, and not a release (``ttl == 0``), refused or not. Renewals and releases are
+unaffected. Contended marks (``Records._contended``, digest -> until) are swept like
+leases.
 """
 
 from __future__ import annotations
@@ -134,6 +147,7 @@ class Records:
         self._blob_leases: dict[str, dict[int, float]] = {}  # digest -> index -> expiry
         self._soft: dict[str, set[int]] = {}  # digest -> indexes of soft (extension) leases
         self._wanted: dict[str, set[int]] = {}  # digest -> soft indexes another peer asked for
+        self._contended: dict[str, float] = {}  # digest -> end of its last refusal's TTL
 
     @property
     def piece_count(self) -> int:
@@ -219,7 +233,10 @@ class Records:
         live = current is not None and current[1] > now
         soft = self._soft.get(digest, set())
         if live and current is not None and current[0] != peer:
-            if req.ttl == 0 or first not in soft:
+            if req.ttl == 0:
+                return p.LeaseReply(granted=False, holder=current[0], expires_at=current[1])
+            self._contend(digest, now + req.ttl)  # a refusal: no runs of it for a while
+            if first not in soft:
                 return p.LeaseReply(granted=False, holder=current[0], expires_at=current[1])
             # A soft piece: refused for now, and its holder asked to stop its run there
             # (not while the blob is capped: the asker could not fetch it anyway).
@@ -237,6 +254,7 @@ class Records:
                     self._unmark(digest, index)
             return p.LeaseReply(granted=True, holder=peer, expires_at=now, count=req.count)
         if not live and (refusal := self._capped(digest, now)) is not None:
+            self._contend(digest, now + req.ttl)
             return refusal
         if current is None and len(self._leases) >= self._policy.max_leases:
             self.sweep(now)
@@ -274,8 +292,15 @@ class Records:
             index += 1
         return index - req.piece_index
 
+    def _contend(self, digest: str, until: float) -> None:
+        """A lease of ``digest`` was refused: no runs of it until ``until`` (or later)."""
+        self._contended[digest] = max(self._contended.get(digest, until), until)
+
     def _solo(self, digest: str, peer: str, now: float) -> bool:
-        """No peer but ``peer`` holds an unrecorded origin fetch of ``digest`` in flight."""
+        """``digest`` is not contended, and no peer but ``peer`` holds an unrecorded origin
+        fetch of it in flight."""
+        if self._contended.get(digest, now) > now:
+            return False
         for index, until in self._blob_leases.get(digest, {}).items():
             if until > now:
                 held = self._leases.get((digest, index))
@@ -377,7 +402,9 @@ class Records:
         return found
 
     def sweep(self, now: float) -> None:
-        """Drop expired leases."""
+        """Drop expired leases (and contended marks)."""
+        for digest in [d for d, until in self._contended.items() if until <= now]:
+            del self._contended[digest]
         for key in [k for k, (_, until) in self._leases.items() if until <= now]:
             del self._leases[key]
             self._unmark(*key)

@@ -5,7 +5,7 @@ writer's fetches of the pieces a hash record fills in, and ``EXPIRE_LEASES`` (a 
 function, shared with ``tracker.redis_scripts``'s ``SWEEP``) drops expired leases. The
 scripts are registered with the others through ``tracker.redis_scripts.SCRIPTS``; the
 keys they use (``lease_holder``, ``leases``, ``bl:<digest>``, ``lease_soft``,
-``lease_wanted``) are listed there.
+``lease_wanted``, ``lease_contended``) are listed there.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Final
 
 #: ``expire_leases(P, now)``: drops the leases (and soft and wanted marks) that expired by
-#: ``now``.
+#: ``now``, and the contended marks that ended by then.
 EXPIRE_LEASES: Final = """
 local function expire_leases(P, now)
   local gone = redis.call('ZRANGEBYSCORE', P .. 'leases', '-inf', now)
@@ -23,6 +23,7 @@ local function expire_leases(P, now)
     redis.call('SREM', P .. 'lease_wanted', m)
   end
   redis.call('ZREMRANGEBYSCORE', P .. 'leases', '-inf', now)
+  redis.call('ZREMRANGEBYSCORE', P .. 'lease_contended', '-inf', now)
 end
 """
 
@@ -56,6 +57,12 @@ local function drop(m, i)
   redis.call('ZREM', blob, i)
   unmark(m)
 end
+local function contend()  -- a refusal (ttl > 0): no runs of the blob until expires_at
+  local busy = redis.call('ZSCORE', P .. 'lease_contended', digest)
+  if not busy or tonumber(busy) < tonumber(ARGV[7]) then
+    redis.call('ZADD', P .. 'lease_contended', ARGV[7], digest)
+  end
+end
 local cap = tonumber(ARGV[12])
 local function capped()  -- the refusal of a new lease if the blob is at its cap, or nil
   if cap <= 0 then return nil end
@@ -71,9 +78,13 @@ if live and cur ~= peer then
     -- its holder left or expired: nobody is fetching the piece any more
     drop(member, ARGV[11])
     cur, live = false, false
-  elseif ttl == 0 or redis.call('SISMEMBER', P .. 'lease_soft', member) == 0 then
+  elseif ttl == 0 then
+    return {'held', cur, exp}
+  elseif redis.call('SISMEMBER', P .. 'lease_soft', member) == 0 then
+    contend()
     return {'held', cur, exp}
   else
+    contend()
     -- a soft piece: refused for now, and its holder asked to stop its run there (not
     -- while the blob is capped: the asker could not fetch it anyway)
     local refusal = capped()
@@ -92,7 +103,10 @@ if ttl == 0 then
 end
 if not live then
   local refusal = capped()
-  if refusal then return refusal end
+  if refusal then
+    contend()
+    return refusal
+  end
 end
 local max = tonumber(ARGV[8])
 if not cur and redis.call('ZCARD', P .. 'leases') >= max then
@@ -124,6 +138,10 @@ if live then  -- renewal: the asker's live leases that follow, up to the first t
   return {'granted', ARGV[7], i - first}
 end
 if stop <= i then return {'granted', ARGV[7], 1} end
+local busy = redis.call('ZSCORE', P .. 'lease_contended', digest)
+if busy and tonumber(busy) > now then
+  return {'granted', ARGV[7], 1}  -- another peer was refused a lease of the blob lately
+end
 for _, m in ipairs(redis.call('ZRANGEBYSCORE', blob, '(' .. ARGV[5], '+inf')) do
   if redis.call('HGET', P .. 'lease_holder', digest .. '#' .. m) ~= peer then
     return {'granted', ARGV[7], 1}  -- another peer's origin fetch is in flight

@@ -37,6 +37,8 @@ Key layout (``P`` is the store's prefix, ``shoal:`` by default)::
                               whose hash their holder has not recorded; preemptible)
     P lease_wanted     set    "digest#index" of the soft leases another peer asked for
                               (the holder's next renewal stops its run at the first)
+    P lease_contended  zset   digest -> until when a lease of the blob was last refused
+                              (now + the asker's ttl; no runs before; swept like leases)
     P seq              string sequence for the *_order zsets
 
 The scripts touch keys they compute from ARGV, so they need a standalone Redis (or one

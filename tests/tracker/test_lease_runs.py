@@ -346,18 +346,22 @@ def test_the_holder_releases_the_cut_and_the_next_asker_gets_it() -> None:
     assert wanted(records) == set()
 
 
-def test_a_solo_asker_gets_a_released_soft_piece_with_a_run_of_its_own() -> None:
+def test_a_released_soft_piece_goes_to_the_next_asker_alone_while_contended() -> None:
     records = Records(Policy())
     records.lease(run("a", 0, 8), T0)
     records.put_pieces(record("a", {0}))  # a's head is fetched: a's run no longer counts
-    assert records.lease(run("b", 5, 64), T0 + 1).granted is False
+    assert records.lease(run("b", 5, 64), T0 + 1).granted is False  # contended to T0 + 11
     assert records.lease(run("a", 0, 8), T0 + 1).count == 5
     records.lease(run("a", 5, 3, ttl=0), T0 + 1)  # a gives up 5..7
-    # b, solo, gets 5 and extends over 6..15 (the record has 16 pieces)
-    assert got(records.lease(run("b", 5, 64), T0 + 2)) == (True, "b", T0 + 12, 11)
+    # b gets 5 alone: nobody else fetches the blob, but b was refused a lease of it
+    assert got(records.lease(run("b", 5, 64), T0 + 2)) == (True, "b", T0 + 12, 1)
     assert records._blob_leases[d(1)] == {5: T0 + 12}
-    assert soft(records) == {1, 2, 3, 4, *range(6, 16)}
-    assert wanted(records) == set()
+    assert (soft(records), wanted(records)) == ({1, 2, 3, 4}, set())
+    records.put_pieces(record("b", {5}))
+    assert records.lease(run("b", 6, 64), T0 + 10.9).count == 1
+    # the refusal's TTL is over: b (its own fetch of 6 in flight) is solo, 7..15
+    assert got(records.lease(run("b", 7, 64), T0 + 11)) == (True, "b", T0 + 21, 9)
+    assert soft(records) >= set(range(8, 16))
 
 
 def test_a_piece_recorded_by_its_holder_is_never_wanted() -> None:
@@ -418,20 +422,25 @@ def test_release_expiry_sweep_and_drop_forget_the_soft_and_wanted_marks() -> Non
     assert (soft(records), wanted(records)) == ({1, 5, 6, 7}, {6})
     records.lease(run("a", 0, 64, ttl=0), T0)
     assert (records.lease_count, soft(records), wanted(records)) == (0, set(), set())
-    records.lease(run("a", 0, 8, ttl=5), T0)
-    records.lease(run("b", 3, 1), T0 + 1)
-    records.sweep(T0 + 5)
+    # (the blob is contended until T0 + 10 by b's refusals: no runs before)
+    assert records.lease(run("a", 0, 8, ttl=5), T0 + 10).count == 8
+    records.lease(run("b", 3, 1), T0 + 11)  # contended until T0 + 21
+    records.sweep(T0 + 15)
     assert (records.lease_count, records._soft, records._wanted) == (0, {}, {})
+    assert records._contended == {d(1): T0 + 21}
+    records.sweep(T0 + 21)
+    assert records._contended == {}
     # an expired, unswept wanted soft lease granted anew as a first piece is hard
-    records.lease(run("a", 0, 8, ttl=5), T0 + 10)
-    records.lease(run("b", 3, 1), T0 + 11)
-    records.lease(run("b", 5, 1), T0 + 11)
-    assert got(records.lease(run("b", 3, 1), T0 + 16)) == (True, "b", T0 + 26, 1)
+    assert records.lease(run("a", 0, 8, ttl=5), T0 + 30).count == 8
+    records.lease(run("b", 3, 1), T0 + 31)
+    records.lease(run("b", 5, 1), T0 + 31)
+    assert got(records.lease(run("b", 3, 1), T0 + 36)) == (True, "b", T0 + 46, 1)
     assert (3 in soft(records), wanted(records)) == (False, {5})
-    assert got(records.lease(run("c", 3, 1), T0 + 17)) == (False, "b", T0 + 26, 1)
-    # or as part of a new run: soft again, not wanted
-    records.lease(run("b", 3, 1, ttl=0), T0 + 17)
-    assert records.lease(run("c", 4, 2), T0 + 17).count == 2
+    assert got(records.lease(run("c", 3, 1), T0 + 37)) == (False, "b", T0 + 46, 1)
+    # or as part of a new run (once c's refusal at T0 + 37 no longer contends): soft
+    # again, not wanted
+    records.lease(run("b", 3, 1, ttl=0), T0 + 37)
+    assert records.lease(run("c", 4, 2), T0 + 47).count == 2
     assert (soft(records) >= {5}, wanted(records)) == (True, set())
 
 
@@ -451,3 +460,67 @@ def test_a_soft_piece_of_a_dead_holder_is_dropped_first() -> None:
     assert (3 in soft(reg.records), wanted(reg.records)) == (False, set())
     reg.records.put_pieces(record("b", {9}))
     assert reg.lease(run("b", 3, 1), T0 + 95).granted
+
+
+# --- contended blobs: a refusal of a lease stops runs of the blob for a lease TTL -------
+
+
+def contended(records: Records, digest: str = d(1)) -> float | None:
+    return records._contended.get(digest)
+
+
+def test_a_refusal_makes_the_blob_contended_for_the_askers_ttl() -> None:
+    records = Records(Policy())
+    assert records.lease(run("a", 0, 8), T0).count == 8
+    assert contended(records) is None  # a grant never contends
+    # b asks for a's soft 5: refused for now; d(1) is contended until T0 + 1 + b's TTL
+    assert records.lease(run("b", 5, 1, ttl=15), T0 + 1).expires_at == T0 + 1
+    assert contended(records) == T0 + 16
+    # renewals and releases are unaffected: a's renewal is cut at 5 only, a releases 5..7
+    assert got(records.lease(run("a", 0, 8), T0 + 2)) == (True, "a", T0 + 12, 5)
+    records.put_pieces(record("a", set(range(5)), pieces=64))
+    assert records.lease(run("a", 5, 3, ttl=0), T0 + 2).count == 3
+    # a looks solo (nobody else fetches the blob), but it is contended: single pieces
+    assert got(records.lease(run("a", 8, 64), T0 + 3)) == (True, "a", T0 + 13, 1)
+    assert got(records.lease(run("b", 20, 64, digest=d(2)), T0 + 3)) == (True, "b", T0 + 13, 64)
+    # a held refusal contends too; a shorter TTL keeps the later end, a longer one extends it
+    assert got(records.lease(run("c", 8, 1, ttl=2), T0 + 3)) == (False, "a", T0 + 13, 1)
+    assert contended(records) == T0 + 16
+    assert records.lease(run("c", 8, 1, ttl=20), T0 + 4).holder == "a"
+    assert contended(records) == T0 + 24
+    records.put_pieces(record("a", {8}, pieces=64))
+    assert records.lease(run("a", 9, 64), T0 + 23.9).count == 1
+    # the TTL is over: runs come back (a's own fetch of 9 does not count): 10..63
+    assert got(records.lease(run("a", 10, 64), T0 + 24)) == (True, "a", T0 + 34, 54)
+    records.sweep(T0 + 24)
+    assert records._contended == {}  # swept
+
+
+def test_a_capped_refusal_contends_and_the_askers_own_refusals_count() -> None:
+    records = Records(Policy(max_origin_fetches=1))
+    assert records.lease(run("a", 0, 1), T0).granted
+    capped = records.lease(run("b", 5, 8), T0 + 1)
+    assert (capped.capped, contended(records)) == (True, T0 + 11)
+    records.put_pieces(record("a", {0}))  # a's fetch is done: nothing in flight
+    # b was refused itself a moment ago: part of a crowd, a single piece
+    assert got(records.lease(run("b", 5, 8), T0 + 2)) == (True, "b", T0 + 12, 1)
+    assert records.lease(run("a", 1, 8), T0 + 2).capped  # b's fetch is the one in flight
+    assert contended(records) == T0 + 12
+    records.put_pieces(record("b", {5}))
+    assert records.lease(run("a", 1, 8), T0 + 11.5).count == 1
+    assert records.lease(run("a", 1, 1, ttl=0), T0 + 11.5).granted
+    assert records.lease(run("a", 1, 8), T0 + 12).count == 4  # 1..4: 5 is recorded
+
+
+def test_a_release_never_contends() -> None:
+    records = Records(Policy())
+    records.lease(run("a", 0, 8), T0)
+    assert got(records.lease(run("b", 0, 1, ttl=0), T0)) == (False, "a", T0 + 10, 1)  # head
+    assert got(records.lease(run("b", 3, 2, ttl=0), T0)) == (False, "a", T0 + 10, 1)  # soft
+    assert records.lease(run("a", 0, 8, ttl=0), T0).count == 8
+    assert records._contended == {}
+    assert records.lease(run("b", 0, 8), T0 + 1).count == 8
+    # nor does a grant while another peer's lease is live (nor a renewal)
+    assert records.lease(run("c", 20, 8), T0 + 1).count == 1
+    assert records.lease(run("b", 0, 8), T0 + 2).count == 8
+    assert records._contended == {}

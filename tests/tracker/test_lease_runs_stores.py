@@ -138,12 +138,15 @@ async def test_a_run_is_shortened_alike_at_max_leases(redis_url: str) -> None:
         await redis_store.aclose()
 
 
-Tables = tuple[dict[str, tuple[str, float]], dict[str, dict[int, float]], set[str], set[str]]
+Tables = tuple[
+    dict[str, tuple[str, float]], dict[str, dict[int, float]], set[str], set[str], dict[str, float]
+]
 
 
 def live_tables(memory: MemoryStore, now: float) -> Tables:
     """Memory's live leases ("digest#index" -> holder, expiry), live cap entries and the
-    live leases that are soft and wanted ("digest#index")."""
+    live leases that are soft and wanted ("digest#index"), and the contended blobs (digest ->
+    until, those still contended)."""
     records = memory.registry.records
     leases = {
         f"{dg}#{i}": (peer, until) for (dg, i), (peer, until) in records._leases.items()
@@ -156,7 +159,9 @@ def live_tables(memory: MemoryStore, now: float) -> Tables:
     soft = {f"{dg}#{i}" for dg, indexes in records._soft.items() for i in indexes}
     wanted = {f"{dg}#{i}" for dg, indexes in records._wanted.items() for i in indexes}
     live = leases.keys()
-    return leases, {dg: blob for dg, blob in caps.items() if blob}, soft & live, wanted & live
+    contended = {dg: until for dg, until in records._contended.items() if until > now}
+    caps = {dg: blob for dg, blob in caps.items() if blob}
+    return leases, caps, soft & live, wanted & live, contended
 
 
 def redis_tables(store: RedisStore, now: float) -> Tables:
@@ -174,7 +179,13 @@ def redis_tables(store: RedisStore, now: float) -> Tables:
             caps[d(n)] = {int(i): until for i, until in blob}
     soft = {m.decode() for m in r.smembers(prefix + "lease_soft")}
     wanted = {m.decode() for m in r.smembers(prefix + "lease_wanted")}
-    return leases, caps, soft & leases.keys(), wanted & leases.keys()
+    contended = {
+        dg.decode(): until
+        for dg, until in r.zrangebyscore(
+            prefix + "lease_contended", f"({now!r}", "+inf", withscores=True
+        )
+    }
+    return leases, caps, soft & leases.keys(), wanted & leases.keys(), contended
 
 
 def m(index: int, n: int = 1) -> str:
@@ -230,19 +241,22 @@ SOFT_SCENARIO: list[tuple[float, Op, Any, tuple[set[str], set[str]] | None]] = [
     # a release of the run releases its soft and wanted pieces too
     (T0 + 4, lease(run("a", 0, 8, ttl=0), T0 + 4), granted("a", T0 + 4, 8), (set(), set())),
     (T0 + 4, lease(run("c", 6, 1, ttl=0), T0 + 4), granted("c", T0 + 4, 1), (set(), set())),
+    # nothing in flight, but d was refused (capped) at T0 + 4: contended until T0 + 14
+    (T0 + 4, lease(run("c", 6, 6), T0 + 4), granted("c", T0 + 14, 1), (set(), set())),
+    (T0 + 4, lease(run("c", 6, 1, ttl=0), T0 + 4), granted("c", T0 + 4, 1), (set(), set())),
     # solo again: c's run 6..11 is soft but for its head (d(1)'s record has 12 pieces)
-    (T0 + 4, lease(run("c", 6, 6), T0 + 4), granted("c", T0 + 14, 6),
+    (T0 + 14, lease(run("c", 6, 6), T0 + 14), granted("c", T0 + 24, 6),
      ({m(i) for i in range(7, 12)}, set())),
-    (T0 + 4, lease(run("a", 8, 1), T0 + 4), refused("c", T0 + 4),
+    (T0 + 14, lease(run("a", 8, 1), T0 + 14), refused("c", T0 + 14),
      ({m(i) for i in range(7, 12)}, {m(8)})),
-    (T0 + 4, lease(run("a", 10, 1), T0 + 4), refused("c", T0 + 4),
+    (T0 + 14, lease(run("a", 10, 1), T0 + 14), refused("c", T0 + 14),
      ({m(i) for i in range(7, 12)}, {m(8), m(10)})),
     # c leaves: its wanted 8 is dropped when asked for; c's head still counts, so no run
-    (T0 + 5, lambda s: s.leave(p.Leave(peer_id="c", session=S), T0 + 5), None, None),
-    (T0 + 5, lease(run("a", 8, 4), T0 + 5), granted("a", T0 + 15, 1),
+    (T0 + 15, lambda s: s.leave(p.Leave(peer_id="c", session=S), T0 + 15), None, None),
+    (T0 + 15, lease(run("a", 8, 4), T0 + 15), granted("a", T0 + 25, 1),
      ({m(7), m(9), m(10), m(11)}, {m(10)})),
-    (T0 + 5, lambda s: s.stats(T0 + 5), None, ({m(7), m(9), m(10), m(11)}, {m(10)})),
-    (T0 + 20, lambda s: s.stats(T0 + 20), None, (set(), set())),  # expired and swept
+    (T0 + 15, lambda s: s.stats(T0 + 15), None, ({m(7), m(9), m(10), m(11)}, {m(10)})),
+    (T0 + 30, lambda s: s.stats(T0 + 30), None, (set(), set())),  # expired and swept
 ]  # fmt: skip
 
 
@@ -257,10 +271,11 @@ async def test_soft_pieces_alike_in_redis_and_memory(redis_url: str) -> None:
             tables = live_tables(memory, now)
             assert tables == await trio.to_thread.run_sync(redis_tables, redis_store, now)
             if marks is not None:
-                assert tables[2:] == marks, f"step {step}: {tables[2:]}"
+                assert tables[2:4] == marks, f"step {step}: {tables[2:4]}"
         records = memory.registry.records
         assert (records.lease_count, records._soft, records._wanted) == (0, {}, {})
-        for key in ("lease_soft", "lease_wanted"):
+        assert records._contended == {}
+        for key in ("lease_soft", "lease_wanted", "lease_contended"):
             assert await trio.to_thread.run_sync(redis_store._r.exists, redis_store._p + key) == 0
     finally:
         await redis_store.aclose()
@@ -290,7 +305,7 @@ async def test_random_lease_traffic_alike_in_redis_and_memory(
                 count = rng.choice([1, 1, 2, 3, 5, 8, 64])
                 ttl = rng.choice([0.0, 3.0, 10.0, 10.0])
                 index, bias = rng.randrange(14), rng.random()
-                leases, _, soft, _ = live_tables(memory, now)
+                leases, _, soft, _, _ = live_tables(memory, now)
                 mine = sorted(k for k, (holder, _) in leases.items() if holder == peer)
                 theirs = sorted(k for k in soft if leases[k][0] != peer)
                 if mine and bias < 0.3:  # a holder renewing (or releasing) its run
@@ -368,5 +383,55 @@ async def test_runs_stop_alike_at_recorded_pieces(
             await store.put_pieces(rec)
             replies.append(await store.lease(run("a", first, 64), T0))
         assert replies[0] == replies[1] == granted("a", T0 + 10, expected)
+    finally:
+        await redis_store.aclose()
+
+
+# Contended blobs, at most 1 origin fetch of one blob in flight: (time, operation, what both
+# stores answer, the contended blobs after it (digest -> until) or None).
+CONTENDED_SCENARIO: list[tuple[float, Op, Any, dict[str, float] | None]] = [
+    *[(T0, lambda s, peer=peer: s.announce(announce(peer), T0), None, None) for peer in "abc"],
+    (T0, lease(run("a", 0, 8), T0), granted("a", T0 + 10, 8), {}),
+    # b asks for a's soft 3 (ttl 15): capped (a's run is the fetch in flight), and d(1) is
+    # contended until T0 + 16
+    (T0 + 1, lease(run("b", 3, 1, ttl=15), T0 + 1),
+     p.LeaseReply(granted=False, holder="a", expires_at=T0 + 10, capped=True), {d(1): T0 + 16}),
+    # a held refusal contends too (the later end is kept); a refused release does not
+    (T0 + 1, lease(run("c", 0, 1, ttl=5), T0 + 1), held("a", T0 + 10), {d(1): T0 + 16}),
+    (T0 + 1, lease(run("c", 3, 1, ttl=0), T0 + 1), held("a", T0 + 10), {d(1): T0 + 16}),
+    (T0 + 1, lease(run("c", 2, 1, ttl=20), T0 + 1),
+     p.LeaseReply(granted=False, holder="a", expires_at=T0 + 10, capped=True), {d(1): T0 + 21}),
+    # renewals and releases are unaffected (nobody was refused a soft piece: no cut)
+    (T0 + 2, lease(run("a", 0, 8), T0 + 2), granted("a", T0 + 12, 8), {d(1): T0 + 21}),
+    (T0 + 2, lambda s: s.put_pieces(record("a", {0, 1, 2})), None, None),
+    (T0 + 2, lease(run("a", 3, 5, ttl=0), T0 + 2), granted("a", T0 + 2, 5), {d(1): T0 + 21}),
+    # nothing in flight, but contended: single pieces; another blob is not
+    (T0 + 3, lease(run("b", 3, 8), T0 + 3), granted("b", T0 + 13, 1), None),
+    (T0 + 3, lambda s: s.put_pieces(record("b", {3})), None, None),
+    (T0 + 4, lease(run("c", 30, 8, n=2), T0 + 4), granted("c", T0 + 14, 8), {d(1): T0 + 21}),
+    (T0 + 20.5, lease(run("a", 4, 8), T0 + 20.5), granted("a", T0 + 30.5, 1), None),
+    (T0 + 20.5, lambda s: s.put_pieces(record("a", {4})), None, None),
+    # the TTL is over: a run again (5..11: d(1)'s record has 12 pieces)
+    (T0 + 21, lease(run("a", 5, 8), T0 + 21), granted("a", T0 + 31, 7), {}),
+    (T0 + 21, lambda s: s.stats(T0 + 21), None, {}),
+    (T0 + 45, lambda s: s.stats(T0 + 45), None, {}),  # expired and swept
+]  # fmt: skip
+
+
+async def test_contended_blobs_alike_in_redis_and_memory(redis_url: str) -> None:
+    memory, redis_store = await both(Policy(max_origin_fetches=1), redis_url)
+    try:
+        for step, (now, op, expected, contended) in enumerate(CONTENDED_SCENARIO):
+            m_, r = await op(memory), await op(redis_store)
+            assert m_ == r, f"step {step}: memory {m_!r} != redis {r!r}"
+            if expected is not None:
+                assert m_ == expected, f"step {step}: {m_!r}"
+            tables = live_tables(memory, now)
+            assert tables == await trio.to_thread.run_sync(redis_tables, redis_store, now)
+            if contended is not None:
+                assert tables[4] == contended, f"step {step}: {tables[4]}"
+        assert memory.registry.records._contended == {}
+        exists = redis_store._r.exists
+        assert await trio.to_thread.run_sync(exists, redis_store._p + "lease_contended") == 0
     finally:
         await redis_store.aclose()
