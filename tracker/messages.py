@@ -247,17 +247,18 @@ class LeaseRequest:
     The holder renews by asking again; ``ttl`` 0 releases the lease.
 
     ``count`` (optional on the wire, added in a minor revision; 1 to ``MAX_LEASE_RUN``)
-    asks for a run of consecutive pieces ``[piece_index, piece_index + count)`` under one
-    lease, to fetch with one range request. A new grant covers ``piece_index`` as ever and
-    extends over the following pieces only while the asker is alone fetching the blob
-    from the origin and each next piece is neither leased nor recorded (see
-    ``tracker.records``); a renewal renews the asker's live leases of the run from
-    ``piece_index`` on, and a release releases the asker's leases of the run. A tracker
-    that does not know the field grants ``piece_index`` alone. A run's pieces after its
-    first are preemptible until the holder records their hashes: another peer asking
-    for one is refused for now (``expires_at`` is now: ask again soon) and the piece is
-    marked wanted; the holder's next renewal stops at the first wanted piece, and once
-    the holder releases it the next asker gets it.
+    asks for a run of consecutive pieces ``[piece_index, piece_index + count)`` under
+    one lease, to fetch with one range request. A new grant covers ``piece_index`` as
+    ever and extends over the following pieces only while the asker is alone fetching
+    the blob from the origin and each next piece is not leased (up to the blob's piece
+    count; a recorded hash does not stop it: see ``tracker.records``); a renewal renews
+    the asker's live leases of the run from ``piece_index`` on, and a release releases
+    the asker's leases of the run. A tracker that does not know the field grants
+    ``piece_index`` alone. A run's pieces after its first are preemptible until the
+    holder records their hashes: another peer asking for one is refused for now
+    (``expires_at`` is now: ask again soon) and the piece is marked wanted; the holder's
+    next renewal stops at the first wanted piece, and once the holder releases it the
+    next asker gets it.
     """
 
     digest: str

@@ -11,20 +11,21 @@ of one blob from the origin each fill in their own, ``b""`` marking a piece not 
 yet. The first hash put for a piece wins; a different one later is counted as a conflict.
 A record costs the same whatever its fill, so filling one never evicts another.
 
-Leases. One lease per ``(digest, piece_index)``: the first peer to ask gets it for ``ttl``
-seconds, renews it by asking again, and releases it with ``ttl == 0``; while it is live
-every other asker gets ``granted=False`` with the holder and the expiry (a soft piece's
-expiry reads as now: see below), and should fetch that range from the holder (or wait)
-rather than from the origin. On top of that, at most ``Policy.max_origin_fetches`` leases
-of one digest are live at once (the cluster's origin fetches of that blob in flight): a
-new lease past the cap is refused with ``capped=True``, naming the holder of the blob's
-lease that expires first; renewals and releases are never capped. The asker should pause
-the origin for that blob briefly and take pieces from peers (see ``peer.mesh.fetch``). A
-holder that records a piece's hash has finished its fetch: the lease stops counting
-against the cap at once, but still refuses the piece to others until it expires (they
-should get it from the holder, which has it now; a full release would invite a second
-origin fetch of the same range). A lease whose holder is no longer a live peer (it left,
-or expired) refuses nobody: the registry drops it before the next asker is answered
+Leases. One lease per ``(digest, piece_index)``: the first peer to ask gets it for
+``ttl`` seconds, renews it by asking again, and releases it with ``ttl == 0``; while it
+is live every other asker gets ``granted=False`` with the holder and the expiry (a soft
+piece's expiry reads as now: see below), and should fetch that range from the holder (or
+wait) rather than from the origin. On top of that, at most ``Policy.max_origin_fetches``
+leases of one digest are live at once (the cluster's origin fetches of that blob in
+flight): a new lease past the cap is refused with ``capped=True``, naming the holder of
+the blob's lease that expires first; renewals and releases are never capped. The asker
+should pause the origin for that blob briefly and take pieces from peers (see
+``peer.mesh.fetch``). A holder that records a piece's hash has finished its fetch: the
+lease stops counting against the cap at once (a run's entry moves on to the rest of the
+run: see below), but still refuses the piece to others until it expires (they should get
+it from the holder, which has it now; a full release would invite a second origin fetch
+of the same range). A lease whose holder is no longer a live peer (it left, or expired)
+refuses nobody: the registry drops it before the next asker is answered
 (``Registry.lease``).
 
 Runs. A request may ask for ``count`` consecutive pieces ``[piece_index, piece_index +
@@ -34,17 +35,24 @@ and one range request for many pieces. A refusal (held or capped) is decided by
 lease the asker holds (others' are untouched), cap entries included. A renewal renews
 ``piece_index`` and each following piece of the run while its live lease is the asker's
 and nobody wants it (see below), stopping at the first that is not; it refreshes the cap
-entries it finds but never makes one (a recorded or soft piece stays out of the cap). A
-new grant takes ``piece_index`` as a single lease does (cap check, lease, cap entry);
-then, if ``count > 1`` and the blob is solo (not contended, see below, and no live cap
-entry, i.e. no unrecorded origin fetch in flight, held by another peer), it extends over
-each next piece while nobody holds a live lease of it, its hash is not recorded in the
-blob's piece record (nor past that record's piece count, nor past ``MAX_PIECES``) and
-``max_leases`` leaves room (a run is shortened, never refused, for room). Extended pieces
-are leased to the asker until the same expiry (soft: see below), but get no cap entry: a
-run counts once against ``max_origin_fetches``, by its first piece, until that piece's
-hash is recorded. The reply's ``count`` is the run's length (the request's ``count`` for a
-release, 1 for a refusal).
+entries it finds (a run's moved entry included) but never makes one. A new grant takes
+``piece_index`` as a single lease does (cap check, lease, cap entry); then, if ``count >
+1`` and the blob is solo (not contended, see below, and no live cap entry, i.e. no
+unrecorded origin fetch in flight, held by another peer), it extends over each next piece
+while nobody holds a live lease of it (within the blob's piece record's piece count if
+there is a record, and ``MAX_PIECES``) and ``max_leases`` leaves room (a run is
+shortened, never refused, for room). A recorded hash does not stop a run: hashes outlive
+the nodes that fetched the blob, so a node re-fetching it alone later gets full runs,
+while a piece fetched recently is still covered by its fetcher's live lease (a lease
+outlives the record of its piece until it expires), which does stop a run. Extended
+pieces are leased to the asker until the same expiry (soft: see below), but get no cap
+entry of their own: a run counts once against ``max_origin_fetches``, by its first
+unrecorded piece, until its last piece is recorded. Its entry starts on its first piece;
+when the holder records the piece that has it, the entry moves on past the holder's
+pieces that same put records to the next piece, if that one is a soft lease of the
+holder's (with that lease's expiry), and goes otherwise (the run is done, cut or
+released). Releasing the piece that has the entry drops it, as for any lease. The reply's
+``count`` is the run's length (the request's ``count`` for a release, 1 for a refusal).
 
 Soft pieces. A run's extended pieces (not its first) are *soft*: preemptible, so that a
 node alone streams a long run while a crowd arriving cuts it short, without a piece being
@@ -82,7 +90,6 @@ leases.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
 from typing import Final
 
 from tracker import protocol as p
@@ -309,7 +316,7 @@ class Records:
         return True
 
     def _extend_run(self, req: p.LeaseRequest, end: int, expires_at: float, now: float) -> int:
-        """Lease the free, unrecorded pieces after a new grant's ``piece_index``."""
+        """Lease the free pieces after a new grant's ``piece_index`` (within its record)."""
         digest = req.digest
         record = self._pieces.get(digest)
         if record is not None:
@@ -320,8 +327,6 @@ class Records:
         while index < end:
             held = self._leases.get((digest, index))
             if held is not None and held[1] > now:
-                break
-            if record is not None and record.hashes[index]:
                 break
             if held is None and len(self._leases) >= self._policy.max_leases:
                 break
@@ -352,22 +357,29 @@ class Records:
 
     def _fetched(self, record: p.PieceHashes) -> None:
         """Leases of the pieces ``record``'s writer recorded stop counting against the cap,
-        and stop being soft (and wanted)."""
-        digest, hashes = record.digest, record.hashes
+        and stop being soft (and wanted); a run's cap entry moves on to its first piece
+        this put did not record."""
+        digest, hashes, writer = record.digest, record.hashes, record.peer_id
 
-        def done(indexes: Iterable[int]) -> list[int]:
-            """The pieces among ``indexes`` that the writer recorded and leases."""
-            out = []
-            for index in indexes:
-                held = self._leases.get((digest, index))  # None once swept
-                if index < len(hashes) and hashes[index] and held and held[0] == record.peer_id:
-                    out.append(index)
-            return out
+        def recorded(index: int) -> bool:
+            """The put records piece ``index``, and the writer leases it."""
+            held = self._leases.get((digest, index))  # None once swept
+            recorded_here = index < len(hashes) and bool(hashes[index])
+            return recorded_here and held is not None and held[0] == writer
 
         blob = self._blob_leases.get(digest, {})
-        for index in done(blob):
+        soft = self._soft.get(digest, set())
+        for index in [i for i in blob if recorded(i)]:
             del blob[index]
-        for index in done(self._soft.get(digest, set())):
+            # The rest of its run is still in flight: it counts by its first unrecorded
+            # piece (the writer's pieces this put records are passed over).
+            after = index + 1
+            while recorded(after):
+                after += 1
+            held = self._leases.get((digest, after))
+            if after in soft and held is not None and held[0] == writer:
+                blob[after] = held[1]
+        for index in [i for i in soft if recorded(i)]:
             self._unmark(digest, index)
 
     def _capped(self, digest: str, now: float) -> p.LeaseReply | None:

@@ -1,11 +1,12 @@
 """Lua scripts of the Redis store for origin-fetch leases (``Records.lease`` in Redis).
 
 ``LEASE`` grants, renews, releases or refuses a lease or a run, ``LEASES_DONE`` ends the
-writer's fetches of the pieces a hash record fills in, and ``EXPIRE_LEASES`` (a Lua
-function, shared with ``tracker.redis_scripts``'s ``SWEEP``) drops expired leases. The
-scripts are registered with the others through ``tracker.redis_scripts.SCRIPTS``; the
-keys they use (``lease_holder``, ``leases``, ``bl:<digest>``, ``lease_soft``,
-``lease_wanted``, ``lease_contended``) are listed there.
+writer's fetches of the pieces a hash record fills in (moving a run's cap entry on to the
+rest of the run), and ``EXPIRE_LEASES`` (a Lua function, shared with
+``tracker.redis_scripts``'s ``SWEEP``) drops expired leases. The scripts are registered
+with the others through ``tracker.redis_scripts.SCRIPTS``; the keys they use
+(``lease_holder``, ``leases``, ``bl:<digest>``, ``lease_soft``, ``lease_wanted``,
+``lease_contended``) are listed there.
 """
 
 from __future__ import annotations
@@ -147,10 +148,9 @@ for _, m in ipairs(redis.call('ZRANGEBYSCORE', blob, '(' .. ARGV[5], '+inf')) do
     return {'granted', ARGV[7], 1}  -- another peer's origin fetch is in flight
   end
 end
--- The blob's piece record, if any: pieces whose hash is known end the run (the record is
--- [size, piece_size, [bin, ...]]; at is the offset of piece i's bin, 0xc4 and a length).
+-- The blob's piece record, if any, ends the run at its piece count (the record is
+-- [size, piece_size, [bin, ...]]: skip two uints to the array header).
 local rec = redis.call('HGET', P .. 'pieces', digest)
-local at
 if rec then
   local function uint(pos)
     local b = string.byte(rec, pos)
@@ -158,29 +158,22 @@ if rec then
     elseif b == 0xce then return 5 end
     return 9
   end
-  at = 2 + uint(2)
+  local at = 2 + uint(2)
   at = at + uint(at)
   local a, n = string.byte(rec, at), 0
   if a == 0xdc then
-    n, at = string.byte(rec, at + 1) * 256 + string.byte(rec, at + 2), at + 3
+    n = string.byte(rec, at + 1) * 256 + string.byte(rec, at + 2)
   elseif a == 0xdd then
     for k = 1, 4 do n = n * 256 + string.byte(rec, at + k) end
-    at = at + 5
   else
-    n, at = a - 0x90, at + 1
+    n = a - 0x90
   end
   if n < stop then stop = n end
-  for _ = 0, math.min(first, n - 1) do at = at + 2 + string.byte(rec, at + 1) end
 end
 while i < stop do
   local m = digest .. '#' .. i
   local e = redis.call('ZSCORE', P .. 'leases', m)
   if e and tonumber(e) > now then break end
-  if rec then
-    local len = string.byte(rec, at + 1)
-    if len > 0 then break end
-    at = at + 2 + len
-  end
   if not e and redis.call('ZCARD', P .. 'leases') >= max then break end
   redis.call('HSET', P .. 'lease_holder', m, peer)
   redis.call('ZADD', P .. 'leases', ARGV[7], m)
@@ -195,17 +188,32 @@ return {'granted', ARGV[7], i - first}
 
 #: ARGV: P, digest, peer, flags ("1" at position i + 1 when the put recorded piece i).
 #: The peer's leases of those pieces stop counting against the blob's cap and stop being
-#: soft and wanted (they stay in ``leases`` until they expire, like ``Records._fetched``). Returns
-#: how many cap entries it removed.
+#: soft and wanted (they stay in ``leases`` until they expire); a cap entry removed moves on
+#: to the first following piece that the peer's leases this put records lead to, if that
+#: one is soft and the peer's (its run is still in flight), with that lease's expiry, as in
+#: ``Records._fetched``. Returns how many cap entries it removed (moved ones included).
 LEASES_DONE: Final = """
 local P, digest, peer, flags = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local blob = P .. 'bl:' .. digest
+local function mine(i)
+  return redis.call('HGET', P .. 'lease_holder', digest .. '#' .. i) == peer
+end
+local function recorded(i)  -- the put records piece i, and the peer leases it
+  return string.sub(flags, i + 1, i + 1) == '1' and mine(i)
+end
 local n = 0
 for _, m in ipairs(redis.call('ZRANGE', blob, 0, -1)) do
   local i = tonumber(m)
-  if string.sub(flags, i + 1, i + 1) == '1'
-      and redis.call('HGET', P .. 'lease_holder', digest .. '#' .. m) == peer then
-    redis.call('ZREM', blob, m)
+  if recorded(i) then
+    -- the rest of its run is still in flight: it counts by its first unrecorded piece
+    local after = i + 1
+    while recorded(after) do after = after + 1 end
+    local next_m = digest .. '#' .. after
+    local e = redis.call('ZSCORE', P .. 'leases', next_m)
+    if e and redis.call('SISMEMBER', P .. 'lease_soft', next_m) == 1 and mine(after) then
+      redis.call('ZADD', blob, e, after)
+    end
+    redis.call('ZREM', blob, m)  -- after the ZADD: the key (and its TTL) stays
     n = n + 1
   end
 end

@@ -30,9 +30,9 @@ Key layout (``P`` is the store's prefix, ``shoal:`` by default)::
     P lease_holder     hash   "digest#index" -> peer id
     P leases           zset   "digest#index" -> expiry (Unix seconds)
     P bl:<digest>      zset   piece index -> expiry, the blob's leases that count against
-                              the cap on origin fetches in flight (a run's first piece
-                              only; pruned as it is read, and expiring MAX_LEASE_TTL
-                              after its last grant)
+                              the cap on origin fetches in flight (a run's first
+                              unrecorded piece only; pruned as it is read, and expiring
+                              MAX_LEASE_TTL after its last grant)
     P lease_soft       set    "digest#index" of the soft leases (a run's extended pieces
                               whose hash their holder has not recorded; preemptible)
     P lease_wanted     set    "digest#index" of the soft leases another peer asked for

@@ -78,17 +78,42 @@ def test_no_run_while_another_peer_fetches_the_blob() -> None:
     assert records.lease(run("a", 13, 4), T0 + 6).count == 4
 
 
-def test_a_run_stops_at_another_lease_a_recorded_hash_and_the_record_end() -> None:
+def test_a_run_stops_at_another_lease_and_the_record_end_not_at_recorded_hashes() -> None:
     records = Records(Policy())
     assert records.lease(run("b", 6, 3), T0).count == 3  # b: 6, 7, 8
     records.lease(run("b", 6, 1, ttl=0), T0)  # b releases 6: no fetch of b's in flight
     assert holders(records, T0) == {7: "b", 8: "b"}
     assert records.lease(run("a", 0, 20), T0).count == 7  # 0..6, stops at b's 7
-    records.put_pieces(record("z", {12}))
-    assert records.lease(run("a", 9, 20), T0).count == 3  # 9..11, stops at recorded 12
-    assert records.lease(run("a", 13, 20), T0).count == 3  # 13..15: the record has 16
-    # a piece whose hash is recorded is still granted as the first of a run (as ever)
-    assert records.lease(run("a", 12, 20), T0).count == 1
+    records.put_pieces(record("z", {10, 12}))
+    # recorded hashes do not stop a run (a live lease of one would): 13..15, the record
+    # has 16 pieces; then 9..12, up to a's own 13
+    assert records.lease(run("a", 13, 20), T0).count == 3
+    assert records.lease(run("a", 9, 20), T0).count == 4
+    # a piece whose hash is recorded is granted as the first of a run too
+    assert records.lease(run("a", 10, 1, ttl=0), T0).granted
+    assert records.lease(run("a", 10, 20), T0 + 1).count == 1  # 11 is a's (not renewed)
+
+
+def test_a_lone_node_refetching_a_recorded_blob_gets_full_runs() -> None:
+    """Its earlier fetchers left long ago; the piece hashes stay recorded."""
+    records = Records(Policy(max_origin_fetches=4))
+    records.lease(run("a", 0, 64), T0)
+    records.put_pieces(record("a", set(range(64)), pieces=100))
+    records.lease(run("a", 64, 36), T0 + 1)
+    records.put_pieces(record("a", set(range(100)), pieces=100))
+    records.sweep(T0 + 400)  # a's leases are long gone; its hashes are not
+    assert records.lease_count == 0
+    assert records.get_pieces(d(1)) == record("a", set(range(100)), pieces=100)
+    assert got(records.lease(run("b", 0, 64), T0 + 500)) == (True, "b", T0 + 510, 64)
+    assert got(records.lease(run("b", 64, 64), T0 + 500)) == (True, "b", T0 + 510, 36)
+    # a re-fetched piece is soft until b records it again (the record merges as before)
+    assert soft(records) == set(range(1, 64)) | set(range(65, 100))
+    assert records.put_pieces(record("b", set(range(64)), pieces=100)).stored is False
+    assert soft(records) == set(range(65, 100))
+    # b's second run still counts (by its head); its live leases refuse the pieces to
+    # others, a recorded one with its real expiry
+    assert records._blob_leases[d(1)] == {64: T0 + 510}
+    assert got(records.lease(run("c", 3, 8), T0 + 501)) == (False, "b", T0 + 510, 1)
 
 
 def test_a_run_extends_over_expired_leases_and_drops_their_stale_cap_entries() -> None:
@@ -100,16 +125,74 @@ def test_a_run_extends_over_expired_leases_and_drops_their_stale_cap_entries() -
     assert records._blob_leases[d(1)] == {0: T0 + 17}
 
 
-def test_a_run_counts_once_against_the_cap_until_its_first_piece_is_recorded() -> None:
+def test_a_run_counts_once_against_the_cap_until_its_last_piece_is_recorded() -> None:
     records = Records(Policy(max_origin_fetches=2))
     assert records.lease(run("a", 0, 8), T0).count == 8
     assert records.lease(run("b", 10, 8), T0).count == 1  # a's fetch is in flight
     assert records.lease(run("c", 20, 8), T0).capped  # a's run and b's piece: 2
     records.put_pieces(record("a", set(range(1, 8)), pieces=32))  # not the first piece
     assert records.lease(run("c", 20, 8), T0).capped
-    records.put_pieces(record("a", {0}, pieces=32))
+    records.put_pieces(record("a", {0}, pieces=32))  # the whole run now
+    assert records._blob_leases[d(1)] == {10: T0 + 10}
     assert got(records.lease(run("c", 20, 8), T0 + 1)) == (True, "c", T0 + 11, 1)
     assert records.lease(run("c", 1, 1), T0 + 1).holder == "a"  # still refuses the run
+
+
+def test_a_recorded_run_head_moves_the_cap_entry_to_the_first_unrecorded_piece() -> None:
+    records = Records(Policy(max_origin_fetches=2))
+    assert records.lease(run("a", 0, 8), T0).count == 8
+    assert records.lease(run("b", 10, 1), T0).granted  # a's run and b's piece: 2
+    records.put_pieces(record("a", {0}, pieces=32))  # the rest of a's run is in flight
+    assert records._blob_leases[d(1)] == {1: T0 + 10, 10: T0 + 10}
+    assert records.lease(run("c", 20, 8), T0).capped  # still 2
+    assert records.lease(run("a", 0, 8), T0 + 2).count == 8  # a renewal refreshes it
+    assert records._blob_leases[d(1)] == {1: T0 + 12, 10: T0 + 10}
+    # a batch of records passes over the pieces it records (the writer's, soft or not)
+    records.put_pieces(record("a", {0, 1, 2, 3}, pieces=32))
+    assert records._blob_leases[d(1)] == {4: T0 + 12, 10: T0 + 10}
+    assert soft(records) == {4, 5, 6, 7}
+    # another peer's record of the run's pieces moves nothing
+    records.put_pieces(record("b", {4, 5}, pieces=32))
+    assert records._blob_leases[d(1)] == {4: T0 + 12, 10: T0 + 10}
+    # the whole run recorded: no entry left, room for c
+    records.put_pieces(record("a", set(range(4, 8)), pieces=32))
+    assert records._blob_leases[d(1)] == {10: T0 + 10}
+    assert got(records.lease(run("c", 20, 8), T0 + 3)) == (True, "c", T0 + 13, 1)
+
+
+def test_a_cap_entry_moves_only_within_the_writers_run() -> None:
+    records = Records(Policy())
+    records.lease(run("a", 0, 3), T0)  # a: 0, 1, 2
+    records.lease(run("a", 3, 1), T0)  # a: 3, on its own (a hard head with its own entry)
+    assert records._blob_leases[d(1)] == {0: T0 + 10, 3: T0 + 10}
+    records.put_pieces(record("a", {0, 1, 2}))  # run done; 3 is not part of it
+    assert records._blob_leases[d(1)] == {3: T0 + 10}
+    records.put_pieces(record("a", {3}))  # nothing of a's follows 3: no entry
+    assert records._blob_leases[d(1)] == {}
+    # a single lease recorded moves nothing: its next piece is not soft
+    records.lease(run("a", 5, 1), T0 + 1)
+    records.lease(run("a", 6, 1), T0 + 1)
+    records.put_pieces(record("a", {5}))
+    assert records._blob_leases[d(1)] == {6: T0 + 11}
+
+
+def test_a_cut_run_released_leaves_no_cap_entry() -> None:
+    records = Records(Policy())
+    records.lease(run("a", 0, 8), T0)
+    records.lease(run("b", 5, 1), T0 + 1)  # wanted: a's renewal cuts its run at 5
+    assert records.lease(run("a", 0, 8), T0 + 2).count == 5
+    records.put_pieces(record("a", set(range(4))))  # a's run counts by its 4 now
+    assert records._blob_leases[d(1)] == {4: T0 + 12}
+    records.put_pieces(record("a", {4}))  # ... then by 5, the cut (wanted, unrenewed)
+    assert records._blob_leases[d(1)] == {5: T0 + 10}
+    records.lease(run("a", 5, 3, ttl=0), T0 + 2)  # a releases the cut: the entry goes
+    assert records._blob_leases[d(1)] == {}
+    assert (soft(records), wanted(records)) == (set(), set())
+    # a releasing pieces of its run before the entry gets there drops nothing else
+    records.lease(run("a", 10, 6), T0 + 20)
+    records.lease(run("a", 13, 3, ttl=0), T0 + 20)
+    records.put_pieces(record("a", {10, 11, 12}))  # 13 is not a's any more: no entry
+    assert records._blob_leases[d(1)] == {}
 
 
 def test_renewing_a_run_renews_the_askers_leases_up_to_the_first_that_is_not() -> None:
@@ -349,14 +432,15 @@ def test_the_holder_releases_the_cut_and_the_next_asker_gets_it() -> None:
 def test_a_released_soft_piece_goes_to_the_next_asker_alone_while_contended() -> None:
     records = Records(Policy())
     records.lease(run("a", 0, 8), T0)
-    records.put_pieces(record("a", {0}))  # a's head is fetched: a's run no longer counts
+    records.put_pieces(record("a", set(range(5))))  # a's run counts by its 5 now
+    assert records._blob_leases[d(1)] == {5: T0 + 10}
     assert records.lease(run("b", 5, 64), T0 + 1).granted is False  # contended to T0 + 11
     assert records.lease(run("a", 0, 8), T0 + 1).count == 5
-    records.lease(run("a", 5, 3, ttl=0), T0 + 1)  # a gives up 5..7
+    records.lease(run("a", 5, 3, ttl=0), T0 + 1)  # a gives up 5..7, and the run's entry
     # b gets 5 alone: nobody else fetches the blob, but b was refused a lease of it
     assert got(records.lease(run("b", 5, 64), T0 + 2)) == (True, "b", T0 + 12, 1)
     assert records._blob_leases[d(1)] == {5: T0 + 12}
-    assert (soft(records), wanted(records)) == ({1, 2, 3, 4}, set())
+    assert (soft(records), wanted(records)) == (set(), set())
     records.put_pieces(record("b", {5}))
     assert records.lease(run("b", 6, 64), T0 + 10.9).count == 1
     # the refusal's TTL is over: b (its own fetch of 6 in flight) is solo, 7..15
@@ -400,10 +484,14 @@ def test_a_capped_asker_is_refused_as_capped_and_marks_nothing() -> None:
 def test_renewals_refresh_a_cap_entry_but_never_make_one() -> None:
     records = Records(Policy(max_origin_fetches=2))
     records.lease(run("a", 0, 4), T0)
-    records.put_pieces(record("a", {0}))  # a's head is fetched: no cap entry left
+    records.put_pieces(record("a", {0}))  # a's head is fetched: the entry moves to 1
+    assert records._blob_leases[d(1)] == {1: T0 + 10}
+    assert records.lease(run("a", 0, 4), T0 + 1).count == 4  # refreshes 1's entry
+    assert records._blob_leases[d(1)] == {1: T0 + 11}
+    records.put_pieces(record("a", {0, 1, 2, 3}))  # the whole run: no cap entry left
     assert records._blob_leases[d(1)] == {}
     assert records.lease(run("a", 0, 4), T0 + 1).count == 4
-    assert records.lease(run("a", 2, 2), T0 + 1).count == 2  # from a soft piece
+    assert records.lease(run("a", 2, 2), T0 + 1).count == 2  # from a (once) soft piece
     assert records._blob_leases[d(1)] == {}
     assert records.lease(run("b", 10, 1), T0 + 1).granted
     assert records.lease(run("b", 10, 1), T0 + 2).granted
@@ -445,17 +533,18 @@ def test_release_expiry_sweep_and_drop_forget_the_soft_and_wanted_marks() -> Non
 
 
 def test_a_soft_piece_of_a_dead_holder_is_dropped_first() -> None:
-    reg = Registry(Policy(peer_ttl=90.0, max_origin_fetches=1))
+    reg = Registry(Policy(peer_ttl=90.0, max_origin_fetches=2))
     for peer in "ab":
         reg.announce(announce(peer), T0)
     assert reg.lease(run("a", 0, 8, ttl=300), T0).count == 8
-    assert reg.lease(run("b", 3, 1), T0 + 1).capped  # a's run is the 1 fetch in flight
+    assert reg.lease(run("b", 12, 1), T0 + 1).granted
+    assert reg.lease(run("b", 3, 1), T0 + 1).capped  # a's run and b's 12 are in flight
     reg.announce(announce("b"), T0 + 20)
-    reg.records.put_pieces(record("a", {0}))  # a's head is fetched: room for one
+    reg.records.put_pieces(record("b", {12}))  # b's fetch is done: room for one
     assert reg.lease(run("b", 3, 1), T0 + 21).expires_at == T0 + 21  # wanted
-    reg.lease(run("b", 9, 1, ttl=300), T0 + 21)  # b's own fetch in flight: 1 again
+    reg.lease(run("b", 9, 1, ttl=300), T0 + 21)  # b's own fetch in flight: 2 again
     reg.announce(announce("b"), T0 + 80)
-    # a is gone: its soft 3 is dropped (and its mark), b's 9 still counts
+    # a is gone: its soft 3 is dropped (and its mark); its run's head and b's 9 still count
     assert reg.lease(run("b", 3, 1), T0 + 95).capped
     assert (3 in soft(reg.records), wanted(reg.records)) == (False, set())
     reg.records.put_pieces(record("b", {9}))
@@ -509,7 +598,8 @@ def test_a_capped_refusal_contends_and_the_askers_own_refusals_count() -> None:
     records.put_pieces(record("b", {5}))
     assert records.lease(run("a", 1, 8), T0 + 11.5).count == 1
     assert records.lease(run("a", 1, 1, ttl=0), T0 + 11.5).granted
-    assert records.lease(run("a", 1, 8), T0 + 12).count == 4  # 1..4: 5 is recorded
+    # 1..8: 5 is recorded, and b's lease of it is over
+    assert records.lease(run("a", 1, 8), T0 + 12).count == 8
 
 
 def test_a_release_never_contends() -> None:

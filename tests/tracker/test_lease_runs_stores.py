@@ -72,9 +72,10 @@ RUN_SCENARIO: list[tuple[Op, Any]] = [
     (lease(run("a", 0, 8), T0 + 2), granted("a", T0 + 12, 8)),  # renewal of the run
     (lease(run("a", 3, 1, ttl=0), T0 + 2), granted("a", T0 + 2, 1)),  # a releases 3
     (lease(run("a", 0, 8), T0 + 3), granted("a", T0 + 13, 3)),  # renewal stops at 3
-    # b records piece 8 and a piece 0: no fetch in flight, a's run stays a's
+    # b records piece 8 and a pieces 0..2 (3 it released): no fetch in flight, a's run stays
+    # a's
     (lambda s: s.put_pieces(record("b", {8})), None),
-    (lambda s: s.put_pieces(record("a", {0, 10})), None),
+    (lambda s: s.put_pieces(record("a", {0, 1, 2, 10})), None),
     # solo again, but d(1)'s record has 12 pieces: no run past it
     (lease(run("c", 20, 4), T0 + 4), granted("c", T0 + 14, 1)),
     (lease(run("b", 3, 64), T0 + 5), granted("b", T0 + 15, 1)),  # c's fetch is in flight
@@ -82,13 +83,14 @@ RUN_SCENARIO: list[tuple[Op, Any]] = [
     (lambda s: s.put_pieces(record("c", {20}, pieces=24)), None),
     (lambda s: s.put_pieces(record("c", {2}, pieces=12, n=2)), None),
     (lease(run("a", 11, 4), T0 + 6), granted("a", T0 + 16, 1)),  # b's 3 is in flight
-    (lease(run("c", 0, 4, n=2), T0 + 6), granted("c", T0 + 16, 2)),  # stops at recorded 2
+    (lease(run("c", 0, 4, n=2), T0 + 6), granted("c", T0 + 16, 4)),  # over recorded 2
     # c's own fetch in flight does not stop c's run; the record ends it at 12
     (lease(run("c", 9, 64, n=2), T0 + 6), granted("c", T0 + 16, 3)),
-    (lambda s: s.put_pieces(record("c", {0, 9}, n=2)), None),
-    (lease(run("c", 3, 64, n=2), T0 + 7), granted("c", T0 + 17, 6)),  # 3..8, at c's 9
+    # c's first run is done; its second's head is recorded: its cap entry moves on to 10
+    (lambda s: s.put_pieces(record("c", {0, 1, 2, 3, 9}, n=2)), None),
+    (lease(run("c", 4, 64, n=2), T0 + 7), granted("c", T0 + 17, 5)),  # 4..8, at c's 9
     (lease(run("c", 0, 64, n=2, ttl=0), T0 + 8), granted("c", T0 + 8, 64)),  # release all
-    (lease(run("b", 0, 64, n=2), T0 + 8), granted("b", T0 + 18, 2)),  # 0, 1 (2 recorded)
+    (lease(run("b", 0, 2, n=2), T0 + 8), granted("b", T0 + 18, 2)),  # 0, 1
     (lease(run("a", 4, 64, n=2), T0 + 8), granted("a", T0 + 18, 1)),  # b's 0 in flight
     (lambda s: s.stats(T0 + 8), None),
     # b leaves: its lease of d(2)'s piece 0 is dropped when asked for, but a run still
@@ -96,9 +98,9 @@ RUN_SCENARIO: list[tuple[Op, Any]] = [
     (lambda s: s.leave(p.Leave(peer_id="b", session=S), T0 + 9), None),
     (lease(run("a", 0, 64, n=2), T0 + 9), granted("a", T0 + 19, 1)),
     (lambda s: s.put_pieces(record("a", {0, 4}, n=2)), None),  # a's fetches are done
-    # b's 1 is dropped when asked for as a run's first piece (2 is recorded)
-    (lease(run("a", 1, 64, n=2), T0 + 9), granted("a", T0 + 19, 1)),
-    (lease(run("a", 5, 64, n=2), T0 + 9), granted("a", T0 + 19, 4)),  # 5..8: 9 recorded
+    # b's 1 is dropped when asked for as a run's first piece: 1..3, at a's own 4
+    (lease(run("a", 1, 64, n=2), T0 + 9), granted("a", T0 + 19, 3)),
+    (lease(run("a", 5, 64, n=2), T0 + 9), granted("a", T0 + 19, 7)),  # 5..11: the record
     (lease(run("a", p.MAX_PIECE_INDEX - 1, 64, n=3), T0 + 9), granted("a", T0 + 19, 2)),
     (lambda s: s.stats(T0 + 9), None),
     (lambda s: s.stats(T0 + 100), None),
@@ -119,6 +121,10 @@ async def test_run_leases_alike_in_redis_and_memory(redis_url: str) -> None:
             assert m == r, f"step {step}: memory {m!r} != redis {r!r}"
             if expected is not None:
                 assert m == expected, f"step {step}: {m!r}"
+            if step < len(RUN_SCENARIO) - 1:  # (all but the last step are by T0 + 9)
+                tables = live_tables(memory, T0 + 9)
+                redis_view = await trio.to_thread.run_sync(redis_tables, redis_store, T0 + 9)
+                assert tables == redis_view, f"step {step}"
     finally:
         await redis_store.aclose()
 
@@ -173,7 +179,7 @@ def redis_tables(store: RedisStore, now: float) -> Tables:
         for m, until in r.zrangebyscore(prefix + "leases", f"({now!r}", "+inf", withscores=True)
     }
     caps = {}
-    for n in (1, 2):
+    for n in (1, 2, 3):
         blob = r.zrangebyscore(prefix + "bl:" + d(n), f"({now!r}", "+inf", withscores=True)
         if blob:
             caps[d(n)] = {int(i): until for i, until in blob}
@@ -292,6 +298,7 @@ async def test_random_lease_traffic_alike_in_redis_and_memory(
     memory, redis_store = await both(policy, redis_url)
     now = T0
     marked = cut = 0  # soft pieces marked wanted; renewals cut at a wanted piece
+    moved = 0  # runs' cap entries moved on by a record
     try:
         for peer in "abc":
             await memory.announce(announce(peer), now)
@@ -337,6 +344,9 @@ async def test_random_lease_traffic_alike_in_redis_and_memory(
             after = live_tables(memory, now)
             assert after == redis_view, f"step {step}"
             marked += len(after[3] - before[3])
+            if 0.75 <= roll < 0.9:  # a record: soft pieces that got a cap entry
+                new = {f"{dg}#{i}" for dg, b in after[1].items() for i in b} & after[2]
+                moved += len(new - {f"{dg}#{i}" for dg, b in before[1].items() for i in b})
             if roll < 0.75 and req.ttl > 0 and isinstance(out[0], p.LeaseReply):
                 stop = f"{req.digest}#{req.piece_index + out[0].count}"
                 cut += out[0].granted and out[0].count < req.count and stop in before[3]
@@ -348,28 +358,32 @@ async def test_random_lease_traffic_alike_in_redis_and_memory(
                     assert holder == after[0][key][0], f"step {step}: {key} taken"
         # (with a cap of 1, a run's head in flight caps every other asker)
         assert (marked > 0 and cut > 0) or cap == 1
+        assert moved > 0 or cap == 1
         assert await memory.stats(now + 400) == await redis_store.stats(now + 400)
     finally:
         await redis_store.aclose()
 
 
-# Records whose msgpack header differs (the LEASE script walks it): size as a fixint, uint16,
-# uint32 or uint64; piece size as uint16 or uint32; a fixarray or an array 16 of hashes.
+# Records whose msgpack header differs (the LEASE script reads it for the piece count): size
+# as a fixint, uint16, uint32 or uint64; piece size as uint16 or uint32; a fixarray or an
+# array 16 of hashes. Recorded hashes never stop a run; the record's piece count does.
 @pytest.mark.parametrize(
     ("size", "piece_size", "known", "first", "expected"),
     [
         (1, 1 << 14, set(), 0, 1),  # one piece: the record ends the run
-        (100, 1 << 14, set(), 0, 1),
-        (3 << 14, 1 << 14, {2}, 0, 2),
-        (40 << 14, 1 << 14, {30}, 25, 5),  # 25..29
-        (40 << 14, 1 << 14, {30}, 31, 9),  # 31..39
+        (100, 1 << 14, {0}, 0, 1),
+        (3 << 14, 1 << 14, {2}, 0, 3),  # over recorded 2
+        (3 << 14, 1 << 14, {0, 1, 2}, 1, 2),  # a whole record: 1, 2
+        (40 << 14, 1 << 14, {30}, 25, 15),  # 25..39
+        (40 << 14, 1 << 14, set(range(40)), 31, 9),  # 31..39
         (40 << 14, 1 << 14, set(), 0, 40),
-        ((1 << 32) + 1, 1 << 26, {10, 70}, 3, 7),  # 65 pieces: 3..9
+        ((1 << 32) + 1, 1 << 26, {10, 64}, 3, 62),  # 65 pieces: 3..64
         ((1 << 32) + 1, 1 << 26, {10}, 60, 5),  # 60..64
         ((1 << 32) + 1, 1 << 26, set(), 70, 1),  # past the record: the first piece only
+        (200 << 14, 1 << 14, set(range(0, 200, 3)), 150, 50),  # 150..199
     ],
 )
-async def test_runs_stop_alike_at_recorded_pieces(
+async def test_runs_stop_alike_at_the_records_piece_count(
     redis_url: str, size: int, piece_size: int, known: set[int], first: int, expected: int
 ) -> None:
     memory, redis_store = await both(Policy(), redis_url)
@@ -383,6 +397,74 @@ async def test_runs_stop_alike_at_recorded_pieces(
             await store.put_pieces(rec)
             replies.append(await store.lease(run("a", first, 64), T0))
         assert replies[0] == replies[1] == granted("a", T0 + 10, expected)
+    finally:
+        await redis_store.aclose()
+
+
+async def test_a_lone_refetch_of_a_recorded_blob_gets_full_runs_alike(redis_url: str) -> None:
+    memory, redis_store = await both(Policy(max_origin_fetches=4), redis_url)
+    try:
+        for store in (memory, redis_store):
+            await store.announce(announce("a"), T0)
+            assert (await store.lease(run("a", 0, 12), T0)).count == 12
+            await store.put_pieces(record("a", set(range(12))))
+            await store.lease(run("a", 0, 64, ttl=0), T0)
+            await store.announce(announce("b"), T0 + 400)  # a is long gone, its hashes stay
+            assert await store.lease(run("b", 0, 64), T0 + 400) == granted("b", T0 + 410, 12)
+    finally:
+        await redis_store.aclose()
+
+
+def caps(*entries: tuple[int, float]) -> dict[str, dict[int, float]]:
+    """d(1)'s live cap entries."""
+    return {d(1): dict(entries)} if entries else {}
+
+
+# A run's cap entry moves on as its pieces are recorded, at most 2 origin fetches of one blob
+# in flight: (time, operation, what both stores answer, d(1)'s live cap entries after it).
+CAP_SCENARIO: list[tuple[float, Op, Any, dict[str, dict[int, float]]]] = [
+    *[(T0, lambda s, peer=peer: s.announce(announce(peer), T0), None, caps())
+      for peer in "abc"],
+    (T0, lease(run("a", 0, 8), T0), granted("a", T0 + 10, 8), caps((0, T0 + 10))),
+    (T0, lease(run("b", 10, 1), T0), granted("b", T0 + 10, 1),
+     caps((0, T0 + 10), (10, T0 + 10))),
+    # a records its run's head: the run counts by 1 now; c is still capped
+    (T0 + 1, lambda s: s.put_pieces(record("a", {0})), None, caps((1, T0 + 10), (10, T0 + 10))),
+    (T0 + 1, lease(run("c", 11, 1), T0 + 1),
+     p.LeaseReply(granted=False, holder="a", expires_at=T0 + 10, capped=True),
+     caps((1, T0 + 10), (10, T0 + 10))),
+    # a renewal refreshes the moved entry; a batch of records passes over what it records
+    (T0 + 2, lease(run("a", 0, 8), T0 + 2), granted("a", T0 + 12, 8),
+     caps((1, T0 + 12), (10, T0 + 10))),
+    (T0 + 2, lambda s: s.put_pieces(record("a", {0, 1, 2, 3})), None,
+     caps((4, T0 + 12), (10, T0 + 10))),
+    # another peer's record moves nothing; b's own fetch is done (nothing of b's follows)
+    (T0 + 2, lambda s: s.put_pieces(record("b", {4, 5, 10})), None, caps((4, T0 + 12))),
+    # c wants a's 6: a's renewal is cut there; a records 4 and 5, the entry is at the cut
+    (T0 + 3, lease(run("c", 6, 1), T0 + 3), held("a", T0 + 3), caps((4, T0 + 12))),
+    (T0 + 3, lease(run("a", 4, 4), T0 + 3), granted("a", T0 + 13, 2), caps((4, T0 + 13))),
+    (T0 + 3, lambda s: s.put_pieces(record("a", {4, 5})), None, caps((6, T0 + 12))),
+    # a releases the cut: the entry goes; c gets 6 (contended: alone)
+    (T0 + 3, lease(run("a", 6, 2, ttl=0), T0 + 3), granted("a", T0 + 3, 2), caps()),
+    (T0 + 3, lease(run("c", 6, 4), T0 + 3), granted("c", T0 + 13, 1), caps((6, T0 + 13))),
+    # a whole run recorded at once leaves no entry
+    (T0 + 20, lease(run("b", 0, 64), T0 + 20), granted("b", T0 + 30, 12), caps((0, T0 + 30))),
+    (T0 + 20, lambda s: s.put_pieces(record("b", set(range(12)))), None, caps()),
+    (T0 + 20, lease(run("a", 0, 4), T0 + 20), held("b", T0 + 30), caps()),
+]  # fmt: skip
+
+
+async def test_run_cap_entries_move_alike_in_redis_and_memory(redis_url: str) -> None:
+    memory, redis_store = await both(Policy(max_origin_fetches=2), redis_url)
+    try:
+        for step, (now, op, expected, entries) in enumerate(CAP_SCENARIO):
+            m_, r = await op(memory), await op(redis_store)
+            assert m_ == r, f"step {step}: memory {m_!r} != redis {r!r}"
+            if expected is not None:
+                assert m_ == expected, f"step {step}: {m_!r}"
+            tables = live_tables(memory, now)
+            assert tables == await trio.to_thread.run_sync(redis_tables, redis_store, now)
+            assert tables[1] == entries, f"step {step}: {tables[1]}"
     finally:
         await redis_store.aclose()
 
