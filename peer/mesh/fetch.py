@@ -322,7 +322,12 @@ class BlobFetch:
     async def _from_origin(self, index: int) -> None:
         now = trio.current_time()
         want = self._run_wanted(index)
+        if want > 1:  # ours while we ask: no other slot of ours may lease them meanwhile
+            self.scheduler.extend_origin(index, range(index, index + want), now)
         reply = await self.swarm.lease(self.digest, index, LEASE_TTL, want)
+        got = max(1, min(reply.count, want)) if reply.granted else 1
+        for extra in range(index + got, index + want):  # asked for, not granted
+            self.scheduler.on_busy(ORIGIN, extra, trio.current_time(), 0.0)
         if not reply.granted:
             self.swarm.want_link(reply.holder, self)
             if reply.capped:  # the blob's origin fetches in flight are at the cluster cap
@@ -336,9 +341,7 @@ class BlobFetch:
             self.scheduler.on_busy(ORIGIN, index, now, wait)
             return
         self._capped = 0
-        run = _Run(range(index, index + max(1, min(reply.count, want))))
-        if len(run.pieces) > 1:
-            self.scheduler.extend_origin(index, run.pieces, trio.current_time())
+        run = _Run(range(index, index + got))
         self._runs[index] = run
         failed = True
         try:
@@ -362,7 +365,14 @@ class BlobFetch:
                         await self.swarm.release(self.digest, first, count)
 
     def _run_wanted(self, index: int) -> int:
-        """Pieces to ask the tracker for from ``index`` on: ours to fetch, up to a run."""
+        """Pieces to ask the tracker for from ``index`` on: ours to fetch, up to a run.
+
+        One until a piece of ours came from the origin: a flash crowd asks at the same
+        instant, before the tracker can tell that the blob is contended, and a run granted
+        then would hold the crowd back.
+        """
+        if not self.from_origin:
+            return 1
         limit = min(p.MAX_LEASE_RUN, max(1, RUN_BYTES // self.plan.piece_size))
         n = 1
         while n < limit and self.scheduler.is_pending(index + n):

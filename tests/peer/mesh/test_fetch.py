@@ -281,20 +281,23 @@ async def test_a_peer_is_banned_once_for_bad_pieces_in_flight_together(
     assert swarm.metrics.registry.get_sample_value("shoal_pieces_failed_total") == 1
 
 
+TWELVE = 12 * PLAN.piece_size  # a blob of 12 pieces
+
+
 async def test_a_lone_node_fetches_runs(
     tmp_path: Path, autojump_clock: trio.testing.MockClock
 ) -> None:
     swarm = _Swarm(None, origin_time=RUN_CHECK / 10)  # faster than RUN_CHECK
     swarm.grant_runs = True  # nobody else fetches the blob: the tracker grants runs
-    fetch = _fetch(tmp_path, swarm)
+    fetch = _fetch(tmp_path, swarm, size=TWELVE)
     await fetch.run(stall_timeout=60)
-    # both origin slots start at once: piece 0 alone (piece 1 is already taken), then
-    # piece 1 and every later one in one run
-    assert sorted(swarm.asked) == [1, PLAN.count - 1]
-    assert sorted(swarm.runs) == [1, PLAN.count - 1]
-    assert sorted(i for batch in swarm.batches for i in batch) == list(range(PLAN.count))
+    # one piece per lease until one came from the origin (both origin slots at once: 0
+    # and 1, then 2 and 3, 3 asking for the rest), then the rest in one run
+    assert swarm.asked.count(1) == 3  # (the 9s after the first are the run's renewals)
+    assert sorted(swarm.runs) == [1, 1, 1, 9]
+    assert sorted(i for batch in swarm.batches for i in batch) == list(range(12))
     assert swarm.released == []  # every piece arrived: their hash records end the fetch
-    assert fetch.from_origin == SIZE
+    assert fetch.from_origin == TWELVE
 
 
 async def test_a_broken_run_keeps_its_pieces_and_gives_back_the_rest(
@@ -303,32 +306,30 @@ async def test_a_broken_run_keeps_its_pieces_and_gives_back_the_rest(
     swarm = _Swarm(None, origin_time=1.0)
     swarm.grant_runs = True
     swarm.break_after = 1  # the run's first piece arrives, then the origin breaks off
-    fetch = _fetch(tmp_path, swarm)
-    with trio.move_on_after(1.5):
+    fetch = _fetch(tmp_path, swarm, size=TWELVE)
+    with trio.move_on_after(2.5):
         await fetch.run(stall_timeout=60)
-    assert sorted(swarm.runs) == [1, 2]
-    assert swarm.released == [(2, 1)]  # the piece it did not bring goes back at once
-    assert sorted(i for batch in swarm.batches for i in batch) == [0, 1]  # recorded, kept
-    assert 2 not in fetch.have
+    assert sorted(swarm.runs) == [1, 1, 1, 9]
+    assert swarm.released == [(4, 8)]  # what it did not bring goes back at once, in one
+    assert sorted(i for batch in swarm.batches for i in batch) == [0, 1, 2, 3]  # recorded
+    assert 4 not in fetch.have
     swarm.break_after = None
-    await fetch.run(stall_timeout=60)  # the last piece comes again
+    await fetch.run(stall_timeout=60)  # the rest comes again
     assert fetch.have.complete
 
 
-@pytest.mark.parametrize(("company", "renewals"), [(0, 3), (3, 5)])
+@pytest.mark.parametrize(("company", "renewals"), [(0, 3), (3, 7)])
 async def test_a_run_is_renewed_after_pieces_1_2_4_or_every_piece_with_company(
     tmp_path: Path, autojump_clock: trio.testing.MockClock, company: int, renewals: int
 ) -> None:
-    size = 8 * PLAN.piece_size
-    plan = PiecePlan.for_size(size)
     swarm = _Swarm(None, origin_time=RUN_CHECK / 10)  # pieces faster than RUN_CHECK
     swarm.grant_runs = True
     swarm.company = company  # peers linked to us for the blob
-    fetch = _fetch(tmp_path, swarm, size=size)
+    fetch = _fetch(tmp_path, swarm, size=TWELVE)
     await fetch.run(stall_timeout=60)
     assert fetch.have.complete
-    assert sorted(swarm.runs) == [1, plan.count - 1]  # piece 0, then the run [1, 8)
-    run_leases = [c for c in swarm.asked if c == plan.count - 1]
+    assert sorted(swarm.runs) == [1, 1, 1, 9]  # the run is [3, 12)
+    run_leases = [c for c in swarm.asked if c == 9]
     # the grant, then renewals after the run's 1st, 2nd and 4th piece (alone), or after
     # each piece but the last two (nothing left to cut) with peers linked
     assert len(run_leases) == 1 + renewals
@@ -337,16 +338,14 @@ async def test_a_run_is_renewed_after_pieces_1_2_4_or_every_piece_with_company(
 async def test_a_run_stops_where_a_crowd_wants_the_rest(
     tmp_path: Path, autojump_clock: trio.testing.MockClock
 ) -> None:
-    size = 8 * PLAN.piece_size
-    plan = PiecePlan.for_size(size)
     swarm = _Swarm(None, origin_time=1.0)
     swarm.grant_runs = True
     swarm.company = 3
-    swarm.cut_at = 5  # other nodes asked for pieces 5 on: renewals end the run there
-    fetch = _fetch(tmp_path, swarm, size=size)
+    swarm.cut_at = 6  # other nodes asked for pieces 6 on: renewals end the run there
+    fetch = _fetch(tmp_path, swarm, size=TWELVE)
     await fetch.run(stall_timeout=60)
     assert fetch.have.complete
-    assert swarm.delivered == plan.count  # no piece twice
-    assert max(swarm.runs) == plan.count - 1
-    assert sum(swarm.runs) == plan.count + 3  # pieces 5-7 asked twice, sent once
-    assert (5, 3) in swarm.released  # the cut handed back at once
+    assert swarm.delivered == 12  # no piece twice
+    assert 9 in swarm.runs  # the run [3, 12)...
+    assert sum(swarm.runs) == 12 + 6  # ... cut after piece 5: 6-11 asked twice, sent once
+    assert (6, 6) in swarm.released  # the cut handed back at once
