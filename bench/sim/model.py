@@ -63,7 +63,14 @@ import numpy as np
 
 from bench.sim.network import Network
 from peer.mesh import fetch as _fetch
-from peer.mesh.fetch import HASH_REFRESH, LEASE_TTL, LOOKUP_INTERVAL, PEER_PIECE_TIMEOUT, TICK
+from peer.mesh.fetch import (
+    HASH_REFRESH,
+    LEASE_TTL,
+    LOOKUP_INTERVAL,
+    PEER_PIECE_TIMEOUT,
+    RUN_CHECK,
+    TICK,
+)
 from peer.mesh.pieces import MAX_PIECE_SIZE, MIN_PIECE_SIZE, Bitfield, PiecePlan
 from peer.mesh.scheduler import ORIGIN, Origin, PieceScheduler, SchedulerConfig
 from tracker import protocol as p
@@ -154,6 +161,10 @@ class Config:
     piece_size: int | None = None  # pieces.piece_size_for: this size
     piece_round_down: bool = False  # pieces.piece_size_for: round size/500 down, not up
     origin_min_down: float | None = None  # nodes with a slower downlink never use the origin
+    # BlobFetch: a lease asks for a run of the following pending pieces (fetch.RUN_BYTES; the
+    # tracker grants more than one only to a node alone in fetching the blob), fetched in one
+    # origin request that delivers them in order
+    origin_runs: bool = False
     seed: int = 1
     max_time: float = 3600.0
     max_wall: float = math.inf  # stop after this many seconds of real time
@@ -204,6 +215,7 @@ SHIPPED: dict[str, Any] = {
     "scheduler": {"per_peer": 1, "origin_slots": 2, "min_inflight": 4},
     "capped_self_refused": True,
     "origin_retry_max": 4.0,
+    "origin_runs": True,
 }
 
 #: Label of each code version in docs/benchmarks.md (change them here only).
@@ -211,7 +223,11 @@ SHIPPED: dict[str, Any] = {
 #: three details the code got after those runs (``min_inflight``, the doubling origin pause,
 #: a capped refusal that names the asker counted as a refusal).
 FIRST_CUT: dict[str, Any] = {
-    **{k: v for k, v in SHIPPED.items() if k not in ("capped_self_refused", "origin_retry_max")},
+    **{
+        k: v
+        for k, v in SHIPPED.items()
+        if k not in ("capped_self_refused", "origin_retry_max", "origin_runs")
+    },
     "scheduler": {"per_peer": 1, "origin_slots": 2},
 }
 
@@ -254,7 +270,7 @@ def capacities(cfg: Config) -> tuple[np.ndarray, np.ndarray]:
 
 
 class _Req:
-    __slots__ = ("ch", "issued", "node", "piece", "source", "start_at")
+    __slots__ = ("ch", "group", "issued", "node", "piece", "renewed", "source", "start_at")
 
     def __init__(self, node: int, source: int | Origin, piece: int, issued: float) -> None:
         self.node = node
@@ -263,6 +279,8 @@ class _Req:
         self.issued = issued
         self.ch = -1
         self.start_at = issued
+        self.group: list[_Req] | None = None  # an origin run: its requests, in wire order
+        self.renewed = issued  # (a run's first request) its last lease renewal
 
 
 class _Node:
@@ -435,6 +453,8 @@ class Simulation:
                 "requests_origin",
                 "lease_refused",
                 "origin_fetches",
+                "origin_runs",
+                "runs_cut",
                 "origin_duplicate",
                 "hedges",
                 "endgame",
@@ -690,9 +710,10 @@ class Simulation:
         if cfg.mode == "mesh":
             if cfg.lease_cap is not None and self._capped(node, req, t):
                 return
+            want = self._run_wanted(node, req.piece) if cfg.origin_runs else 1
             lease = p.LeaseRequest(
                 digest=DIGEST, piece_index=req.piece, peer_id=node.name,
-                session=node.session, ttl=cfg.lease_ttl,
+                session=node.session, ttl=cfg.lease_ttl, count=want,
             )  # fmt: skip
             reply = self._timed("lease", self.registry.lease, lease, EPOCH + t)
             # as Swarm.lease: a refusal naming ourselves counts as a grant (even a capped one)
@@ -709,10 +730,94 @@ class Simulation:
                 return
             node.capped_streak = 0
             self.inflight_leases[req.piece] = (reply.expires_at - EPOCH, node.name)
+            if reply.granted and min(reply.count, want) > 1:
+                self._run(node, req, min(reply.count, want), t)
             if cfg.lease_renew or cfg.lease_cap is not None:
                 self._push(t + cfg.lease_ttl / 2, "renew", req)
         req.start_at = t + cfg.origin_rtt
         self._push(req.start_at, "origin_start", req)
+
+    def _run_wanted(self, node: _Node, index: int) -> int:
+        """As ``BlobFetch._run_wanted``: the piece and the pending ones after it (one until
+        a piece came from the origin)."""
+        assert node.sched is not None
+        if not node.from_origin:
+            return 1
+        limit = min(p.MAX_LEASE_RUN, max(1, _fetch.RUN_BYTES // self.plan.piece_size))
+        n = 1
+        while n < limit and node.sched.is_pending(index + n):
+            n += 1
+        return n
+
+    def _run(self, node: _Node, head: _Req, count: int, t: float) -> None:
+        """The lease of ``head`` covers ``count`` pieces: one origin request for all."""
+        assert node.sched is not None
+        self.counters["origin_runs"] += 1
+        span = range(head.piece, head.piece + count)
+        taken = set(node.sched.extend_origin(head.piece, span, t))
+        group = [head]
+        for index in span[1:]:
+            req = _Req(node.id, ORIGIN, index, t)
+            if index in taken:  # else a spare copy: in flight elsewhere, or ours already
+                self._out_add(node, req)
+            group.append(req)
+        for req in group:
+            req.group = group
+
+    def _check_run(self, node: _Node, req: _Req, t: float) -> None:
+        """As ``BlobFetch._renew``: renew the run (after its 1st, 2nd, 4th... piece, every
+        piece while peers are linked, and every ``RUN_CHECK``) and stop it where the tracker
+        says other nodes want the rest (after ``req``, the piece delivered or on the wire,
+        at the earliest). The renewal's round trip is not modelled: the cut is at once."""
+        group = req.group
+        assert group is not None
+        assert node.sched is not None
+        head = group[0]
+        head.renewed = t
+        lease = p.LeaseRequest(
+            digest=DIGEST, piece_index=head.piece, peer_id=node.name, session=node.session,
+            ttl=self.cfg.lease_ttl, count=len(group),
+        )  # fmt: skip
+        reply = self._timed("lease", self.registry.lease, lease, EPOCH + t)
+        if not reply.granted:
+            return
+        end = max(head.piece + reply.count, req.piece + 1)
+        cut = [r for r in group if r.piece >= end]
+        if not cut:
+            return
+        self.counters["runs_cut"] += 1
+        del group[len(group) - len(cut) :]
+        for member in cut:
+            wasted = self.net.cancel(member.ch, member)
+            self.counters["wasted_bytes"] += wasted
+            if not wasted:  # never left the origin: not a fetch (of a duplicate) after all
+                self.origin_fetched[member.piece] -= 1
+            member.ch = -1
+            member.group = None
+            if node.out.get((ORIGIN, member.piece)) is member:
+                self._out_del(node, member)
+                node.sched.on_busy(ORIGIN, member.piece, t, 0.0)
+            self._release(member, t)
+        node.dirty = True
+
+    def _run_timer(self, head: _Req, t: float) -> None:
+        """``RUN_CHECK`` after the run's last renewal: check it, if it has pieces to cut."""
+        group = head.group
+        node = self.nodes[head.node]
+        if group is None or node.dead or node.sched is None:
+            return
+        on_wire = [r for r in group if r.ch >= 0]
+        if len(on_wire) > 1 and t >= head.renewed + RUN_CHECK:
+            self._check_run(node, on_wire[0], t)
+        if len(on_wire) > 1:
+            self._push(max(t, head.renewed) + RUN_CHECK, "run_check", head)
+
+    @staticmethod
+    def _run_going(node: _Node, req: _Req) -> bool:
+        """Another request of ``req``'s origin run still waits for its piece."""
+        return req.group is not None and any(
+            r is not req and node.out.get((ORIGIN, r.piece)) is r for r in req.group
+        )
 
     def _release(self, req: _Req, t: float) -> None:
         """An origin fetch failed or was abandoned: hand its lease back (with ``lease_cap``).
@@ -773,11 +878,12 @@ class Simulation:
 
     def _renew(self, req: _Req, t: float) -> None:
         node = self.nodes[req.node]
-        if node.out.get((ORIGIN, req.piece)) is not req or node.dead:
+        mine = node.out.get((ORIGIN, req.piece)) is req or self._run_going(node, req)
+        if not mine or node.dead:
             return
         lease = p.LeaseRequest(
-            digest=DIGEST, piece_index=req.piece, peer_id=node.name,
-            session=node.session, ttl=self.cfg.lease_ttl,
+            digest=DIGEST, piece_index=req.piece, peer_id=node.name, session=node.session,
+            ttl=self.cfg.lease_ttl, count=len(req.group or [req]),
         )  # fmt: skip
         reply = self._timed("lease", self.registry.lease, lease, EPOCH + t)
         if reply.granted:
@@ -816,23 +922,29 @@ class Simulation:
 
     def _origin_start(self, req: _Req, t: float) -> None:
         node = self.nodes[req.node]
-        if node.out.get((ORIGIN, req.piece)) is not req:
+        if node.out.get((ORIGIN, req.piece)) is not req and not self._run_going(node, req):
             self._release(req, t)  # cancelled before its first byte
             return
         self.counters["origin_fetches"] += 1
-        self.origin_fetched[req.piece] += 1
-        if self.origin_fetched[req.piece] > 1:
-            self.counters["origin_duplicate"] += 1
-        req.ch = self.net.open(self.origin, node.id)
-        self.net.push(req.ch, req, self.plan.length(req.piece))
+        ch = self.net.open(self.origin, node.id)
+        if req.group is not None:
+            self._push(t + RUN_CHECK, "run_check", req)
+        for member in req.group or [req]:
+            self.origin_fetched[member.piece] += 1
+            if self.origin_fetched[member.piece] > 1:
+                self.counters["origin_duplicate"] += 1
+            member.ch = ch
+            self.net.push(ch, member, self.plan.length(member.piece))
         self.origin_open += 1
         self.counters["origin_peak"] = max(self.counters["origin_peak"], self.origin_open)
 
     def _cancel(self, node: _Node, req: _Req, t: float) -> None:
         """Abandon ``req`` on the wire (a loser of a hedge/endgame race, or a timeout)."""
+        going = self._run_going(node, req)  # BlobFetch._cancel: a run goes on for the rest
         if node.out.get((req.source, req.piece)) is req:
             self._out_del(node, req)
-        self._drop(req, t)
+        if not going:
+            self._drop(req, t)
 
     def _drop(self, req: _Req, t: float) -> None:
         if req.ch < 0:
@@ -841,7 +953,9 @@ class Simulation:
         if isinstance(req.source, Origin):
             _, wasted = self.net.close(req.ch)
             self.origin_open -= 1
-            self._release(req, t)
+            for member in req.group or [req]:
+                member.ch = -1
+                self._release(member, t)
         else:
             wasted = self.net.cancel(req.ch, req)
         req.ch = -1
@@ -860,14 +974,19 @@ class Simulation:
         node = self.nodes[req.node]
         index = req.piece
         length = self.plan.length(index)
-        if isinstance(req.source, Origin) and req.ch >= 0:
+        if req.group is not None and req.ch >= 0 and req is not req.group[-1]:
+            got = req.piece + 1 - req.group[0].piece
+            if node.links or not got & (got - 1):  # linked, or its 1st, 2nd, 4th... piece
+                self._check_run(node, req, t)
+        last = req.group is None or req is req.group[-1]  # a run's channel ends with it
+        if isinstance(req.source, Origin) and req.ch >= 0 and last:
             self.net.close(req.ch)
             self.origin_open -= 1
         req.ch = -1
         if node.out.get((req.source, index)) is not req:
             self.counters["wasted_bytes"] += length  # cancelled while in the same step
-            if isinstance(req.source, Origin):
-                self._release(req, t)
+            if isinstance(req.source, Origin) and req.group is None:
+                self._release(req, t)  # (a run's spare copy: BlobFetch keeps its lease)
             return
         self._out_del(node, req)
         sched = node.sched
@@ -941,6 +1060,8 @@ class Simulation:
             self._refused(req, holder, expires, t)
         elif kind == "renew":
             self._renew(payload, t)
+        elif kind == "run_check":
+            self._run_timer(payload, t)
         elif kind == "timeout":
             self._timeout(payload, t)
         elif kind == "leave":
