@@ -44,15 +44,21 @@ there is a record, and ``MAX_PIECES``) and ``max_leases`` leaves room (a run is
 shortened, never refused, for room). A recorded hash does not stop a run: hashes outlive
 the nodes that fetched the blob, so a node re-fetching it alone later gets full runs,
 while a piece fetched recently is still covered by its fetcher's live lease (a lease
-outlives the record of its piece until it expires), which does stop a run. Extended
-pieces are leased to the asker until the same expiry (soft: see below), but get no cap
-entry of their own: a run counts once against ``max_origin_fetches``, by its first
-unrecorded piece, until its last piece is recorded. Its entry starts on its first piece;
-when the holder records the piece that has it, the entry moves on past the holder's
-pieces that same put records to the next piece, if that one is a soft lease of the
-holder's (with that lease's expiry), and goes otherwise (the run is done, cut or
-released). Releasing the piece that has the entry drops it, as for any lease. The reply's
-``count`` is the run's length (the request's ``count`` for a release, 1 for a refusal).
+outlives the record of its piece until it expires), which does stop a run while its
+holder is a live peer. A lease whose holder is not (``alive``, passed by
+``Registry.lease``) is free to a run: the run drops it (cap entry and marks too, as
+:meth:`Records.drop_lease`) and takes the piece, as the registry does for
+``piece_index``; so a node that pulled a blob and left (its leases guard its pieces until
+they expire) does not cut the next lone puller to single pieces. The asker's own live
+leases always stop a run. Extended pieces are leased to the asker until the same expiry
+(soft: see below), but get no cap entry of their own: a run counts once against
+``max_origin_fetches``, by its first unrecorded piece, until its last piece is recorded.
+Its entry starts on its first piece; when the holder records the piece that has it, the
+entry moves on past the holder's pieces that same put records to the next piece, if that
+one is a soft lease of the holder's (with that lease's expiry), and goes otherwise (the
+run is done, cut or released). Releasing the piece that has the entry drops it, as for
+any lease. The reply's ``count`` is the run's length (the request's ``count`` for a
+release, 1 for a refusal).
 
 Soft pieces. A run's extended pieces (not its first) are *soft*: preemptible, so that a
 node alone streams a long run while a crowd arriving cuts it short, without a piece being
@@ -90,6 +96,7 @@ leases.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Final
 
 from tracker import protocol as p
@@ -228,8 +235,17 @@ class Records:
         """At most ``limit`` tag resolutions, most recently updated first."""
         return [r for _, r in zip(range(limit), reversed(self._tags.values()), strict=False)]
 
-    def lease(self, req: p.LeaseRequest, now: float) -> p.LeaseReply:
+    def lease(
+        self, req: p.LeaseRequest, now: float, alive: Callable[[str], bool] | None = None
+    ) -> p.LeaseReply:
         """Grant, renew, release or refuse a lease or a run (see the module docstring).
+
+        Args:
+            req: The request.
+            now: The current time.
+            alive: Whether a peer id is a live peer; a run extension drops (and takes) a
+                live lease whose holder is not. None: everyone is alive (the registry
+                drops a dead holder's lease of ``piece_index`` itself, before this).
 
         Raises:
             RegistryFull: ``max_leases`` live leases exist and this one is new.
@@ -278,7 +294,7 @@ class Records:
         if live:
             count = self._renew_run(req, end, expires_at, now)
         elif end > first + 1 and self._solo(digest, peer, now):
-            count = self._extend_run(req, end, expires_at, now)
+            count = self._extend_run(req, end, expires_at, now, alive)
         else:
             count = 1
         return p.LeaseReply(granted=True, holder=peer, expires_at=expires_at, count=count)
@@ -315,8 +331,16 @@ class Records:
                     return False
         return True
 
-    def _extend_run(self, req: p.LeaseRequest, end: int, expires_at: float, now: float) -> int:
-        """Lease the free pieces after a new grant's ``piece_index`` (within its record)."""
+    def _extend_run(
+        self,
+        req: p.LeaseRequest,
+        end: int,
+        expires_at: float,
+        now: float,
+        alive: Callable[[str], bool] | None,
+    ) -> int:
+        """Lease the free pieces after a new grant's ``piece_index`` (within its record);
+        a live lease of a holder that is not ``alive`` (never the asker) is free: dropped."""
         digest = req.digest
         record = self._pieces.get(digest)
         if record is not None:
@@ -327,7 +351,10 @@ class Records:
         while index < end:
             held = self._leases.get((digest, index))
             if held is not None and held[1] > now:
-                break
+                if held[0] == req.peer_id or alive is None or alive(held[0]):
+                    break
+                self.drop_lease(digest, index)  # its holder is gone: nobody fetches it
+                held = None
             if held is None and len(self._leases) >= self._policy.max_leases:
                 break
             self._leases[(digest, index)] = (req.peer_id, expires_at)

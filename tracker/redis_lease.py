@@ -32,7 +32,9 @@ end
 #: index, max_origin_fetches (0: no cap), key lifetime (s), end of the run (exclusive,
 #: ``min(index + count, MAX_PIECES)``). Returns {'granted', expires_at, count}
 #: | {'held', holder, expires_at} | {'capped', holder, expires_at} | {'conflict'} | {'full'}.
-#: Runs as in ``Records.lease``; a release's count is the caller's to report.
+#: Runs as in ``Records.lease``; a release's count is the caller's to report. A lease whose
+#: holder is not a live peer (by ``P seen`` and peer_ttl) is dropped, whether it is the
+#: ``index`` asked for or a piece a run extends over (never the asker's own).
 LEASE: Final = (
     EXPIRE_LEASES
     + """
@@ -73,9 +75,12 @@ local function capped()  -- the refusal of a new lease if the blob is at its cap
   local holder = redis.call('HGET', P .. 'lease_holder', digest .. '#' .. f[1])
   return {'capped', holder, f[2]}
 end
+local function gone(holder)  -- the holder is not a live peer (it left or expired)
+  local at = redis.call('ZSCORE', P .. 'seen', holder)
+  return not at or tonumber(at) <= now - tonumber(ARGV[9])
+end
 if live and cur ~= peer then
-  local held_by = redis.call('ZSCORE', P .. 'seen', cur)
-  if not held_by or tonumber(held_by) <= now - tonumber(ARGV[9]) then
+  if gone(cur) then
     -- its holder left or expired: nobody is fetching the piece any more
     drop(member, ARGV[11])
     cur, live = false, false
@@ -173,7 +178,12 @@ end
 while i < stop do
   local m = digest .. '#' .. i
   local e = redis.call('ZSCORE', P .. 'leases', m)
-  if e and tonumber(e) > now then break end
+  if e and tonumber(e) > now then
+    local h = redis.call('HGET', P .. 'lease_holder', m)
+    if h == peer or (h and not gone(h)) then break end
+    drop(m, i)  -- its holder is gone: nobody fetches the piece any more
+    e = false
+  end
   if not e and redis.call('ZCARD', P .. 'leases') >= max then break end
   redis.call('HSET', P .. 'lease_holder', m, peer)
   redis.call('ZADD', P .. 'leases', ARGV[7], m)

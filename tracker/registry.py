@@ -205,7 +205,9 @@ class Registry:
     def lease(self, req: p.LeaseRequest, now: float) -> p.LeaseReply:
         """Grant, renew, release or refuse an origin-fetch lease or run (``Records.lease``).
 
-        A dead holder's lease of ``piece_index`` is dropped first (a run stops at any lease).
+        A dead holder's lease of ``piece_index`` is dropped first; a run extension drops
+        and takes a dead holder's lease of any later piece too (liveness is passed to
+        ``Records.lease`` as ``alive``): it stops only at the asker's or a live peer's lease.
 
         Raises:
             PeerConflict: The asker's id is live under another session.
@@ -218,7 +220,11 @@ class Registry:
         if holder is not None and holder != req.peer_id and self._live(holder, now) is None:
             # its holder left or expired: nobody is fetching the piece any more
             self.records.drop_lease(req.digest, req.piece_index)
-        return self.records.lease(req, now)
+
+        def alive(peer_id: str) -> bool:
+            return self._live(peer_id, now) is not None
+
+        return self.records.lease(req, now, alive)
 
     # --- admin --------------------------------------------------------------------------
 

@@ -252,6 +252,20 @@ def test_a_refusal_and_a_cap_refusal_cover_one_piece() -> None:
     assert (capped.capped, capped.count) == (True, 1)
 
 
+def test_a_run_takes_a_live_lease_only_if_its_holder_is_not_alive() -> None:
+    records = Records(Policy())
+    assert records.lease(run("z", 3, 1), T0).granted
+    records.put_pieces(record("z", {3}))  # z's fetch is done; its lease guards 3
+    assert records.lease(run("a", 0, 8), T0 + 1).count == 3  # no alive: everyone is
+    records.lease(run("a", 0, 8, ttl=0), T0 + 1)
+    assert records.lease(run("a", 10, 1), T0 + 1).granted  # a's own, in flight
+    reply = records.lease(run("a", 0, 16), T0 + 1, alive=lambda peer: False)
+    assert reply.count == 10  # z's 3 dropped and taken; a's own 10 stops it regardless
+    assert holders(records, T0 + 1) == dict.fromkeys(range(11), "a")
+    assert records._soft[d(1)] == set(range(1, 10))
+    assert records._blob_leases[d(1)] == {0: T0 + 11, 10: T0 + 11}
+
+
 # --- registry ---------------------------------------------------------------------------
 
 
@@ -259,7 +273,7 @@ def announce(peer: str) -> p.Announce:
     return p.Announce(peer_id=peer, session=S, host="10.0.0.1", port=5051)
 
 
-def test_a_dead_holders_lease_is_dropped_for_the_first_piece_only() -> None:
+def test_a_dead_holders_leases_are_dropped_for_the_first_piece_and_by_runs() -> None:
     reg = Registry(Policy(peer_ttl=90.0))
     reg.announce(announce("a"), T0)
     reg.announce(announce("b"), T0)
@@ -267,10 +281,36 @@ def test_a_dead_holders_lease_is_dropped_for_the_first_piece_only() -> None:
     reg.lease(run("b", 4, 1, ttl=0), T0)  # released: b has no fetch in flight
     assert reg.lease(run("b", 6, 1, ttl=300), T0).granted  # b: 6, counting
     reg.announce(announce("a"), T0 + 80)
-    # b is gone at T0 + 90; its lease of 6 is dropped when asked for, its 5 refuses a run
+    # b is gone at T0 + 90: its lease of 6 is dropped when asked for, its 5 by a run
     assert reg.lease(run("a", 0, 8), T0 + 95).count == 1  # b's 6 still counts: not solo
     assert reg.lease(run("a", 6, 8), T0 + 95).count == 8  # dropped, then solo: 6..13
-    assert reg.lease(run("a", 1, 8), T0 + 95).count == 4  # 1..4: stops at b's 5
+    assert reg.lease(run("a", 1, 8), T0 + 95).count == 5  # 1..5 (b's 5 taken): at a's 6
+    assert holders(reg.records, T0 + 95)[5] == "a"
+    assert 5 in reg.records._soft[d(1)]
+
+
+def test_a_departed_nodes_guard_leases_do_not_stop_a_lone_askers_run() -> None:
+    """A pulls a blob alone, records it and leaves; its leases (guards until they expire)
+    no longer cut B's runs to single pieces. A live holder's still do."""
+    reg = Registry(Policy(peer_ttl=90.0))
+    for peer in "abc":
+        reg.announce(announce(peer), T0)
+    assert reg.lease(run("a", 0, 16, ttl=15), T0).count == 16
+    reg.records.put_pieces(record("a", set(range(16))))  # done: no cap entry left
+    assert reg.records._blob_leases[d(1)] == {}
+    assert reg.lease(run("c", 0, 4, ttl=15, digest=d(2)), T0 + 1).count == 4  # c: 0..3
+    reg.leave(p.Leave(peer_id="a", session=S), T0 + 2)
+    assert holders(reg.records, T0 + 2) == dict.fromkeys(range(16), "a")  # guards, live
+    # b's run takes a's leases over (they were live, a is gone): one grant for the blob
+    reply = reg.lease(run("b", 0, 64, ttl=15), T0 + 3)
+    assert got(reply) == (True, "b", T0 + 18, 16)
+    assert holders(reg.records, T0 + 3) == dict.fromkeys(range(16), "b")
+    assert reg.records._blob_leases[d(1)] == {0: T0 + 18}  # the run's one cap entry
+    assert reg.records._soft[d(1)] == set(range(1, 16))
+    # c is alive: its recorded (guard) leases of d(2) still stop a run
+    reg.lease(run("c", 0, 1, ttl=0, digest=d(2)), T0 + 3)  # c releases its head only
+    reg.records.put_pieces(record("c", {1, 2, 3}, digest=d(2)))
+    assert reg.lease(run("b", 0, 64, digest=d(2)), T0 + 4).count == 1  # at c's 1
 
 
 # --- wire format ------------------------------------------------------------------------

@@ -93,13 +93,13 @@ RUN_SCENARIO: list[tuple[Op, Any]] = [
     (lease(run("b", 0, 2, n=2), T0 + 8), granted("b", T0 + 18, 2)),  # 0, 1
     (lease(run("a", 4, 64, n=2), T0 + 8), granted("a", T0 + 18, 1)),  # b's 0 in flight
     (lambda s: s.stats(T0 + 8), None),
-    # b leaves: its lease of d(2)'s piece 0 is dropped when asked for, but a run still
-    # stops at its live lease of piece 1
+    # b leaves: its lease of d(2)'s piece 0 is dropped when asked for, and so is its live
+    # lease of piece 1 by the run (b is gone): 0..3, at a's own 4
     (lambda s: s.leave(p.Leave(peer_id="b", session=S), T0 + 9), None),
-    (lease(run("a", 0, 64, n=2), T0 + 9), granted("a", T0 + 19, 1)),
+    (lease(run("a", 0, 64, n=2), T0 + 9), granted("a", T0 + 19, 4)),
     (lambda s: s.put_pieces(record("a", {0, 4}, n=2)), None),  # a's fetches are done
-    # b's 1 is dropped when asked for as a run's first piece: 1..3, at a's own 4
-    (lease(run("a", 1, 64, n=2), T0 + 9), granted("a", T0 + 19, 3)),
+    # a renewal from 1: a's 1..4 (its recorded 4 too), at the unleased 5
+    (lease(run("a", 1, 64, n=2), T0 + 9), granted("a", T0 + 19, 4)),
     (lease(run("a", 5, 64, n=2), T0 + 9), granted("a", T0 + 19, 7)),  # 5..11: the record
     (lease(run("a", p.MAX_PIECE_INDEX - 1, 64, n=3), T0 + 9), granted("a", T0 + 19, 2)),
     (lambda s: s.stats(T0 + 9), None),
@@ -287,18 +287,20 @@ async def test_soft_pieces_alike_in_redis_and_memory(redis_url: str) -> None:
         await redis_store.aclose()
 
 
-@pytest.mark.parametrize(("cap", "max_leases", "seed"), [(3, 25, 4), (0, 40, 5), (1, 1000, 3)])
+@pytest.mark.parametrize(("cap", "max_leases", "seed"), [(3, 25, 4), (0, 40, 4), (1, 1000, 0)])
 async def test_random_lease_traffic_alike_in_redis_and_memory(
     redis_url: str, cap: int, max_leases: int, seed: int
 ) -> None:
     """Random leases, runs, releases, hash records, leaves and expiries: same answers, and
-    the same live leases, cap entries, soft and wanted leases after every step."""
+    the same live leases, cap entries, soft and wanted leases after every step. Some runs
+    are asked over the live leases of departed (left or expired) holders: taken alike."""
     rng = random.Random(seed)
     policy = Policy(max_origin_fetches=cap, max_leases=max_leases, min_announce_gap=0.0)
     memory, redis_store = await both(policy, redis_url)
     now = T0
     marked = cut = 0  # soft pieces marked wanted; renewals cut at a wanted piece
     moved = 0  # runs' cap entries moved on by a record
+    taken = 0  # a dead holder's live lease taken by a run extension
     try:
         for peer in "abc":
             await memory.announce(announce(peer), now)
@@ -315,12 +317,20 @@ async def test_random_lease_traffic_alike_in_redis_and_memory(
                 leases, _, soft, _, _ = live_tables(memory, now)
                 mine = sorted(k for k, (holder, _) in leases.items() if holder == peer)
                 theirs = sorted(k for k in soft if leases[k][0] != peer)
+                gone = sorted(
+                    k for k, (holder, _) in leases.items()
+                    if holder != peer and memory.registry._live(holder, now) is None
+                )  # fmt: skip
                 if mine and bias < 0.3:  # a holder renewing (or releasing) its run
                     key, count = rng.choice(mine), rng.choice([5, 8, 64])
                     index, n = int(key.split("#")[1]), 1 if key.startswith(d(1)) else 2
                 elif theirs and bias < 0.5:  # asking for another's soft piece
                     key = rng.choice(theirs)
                     index, n = int(key.split("#")[1]), 1 if key.startswith(d(1)) else 2
+                elif gone and bias < 0.7:  # a run over a departed holder's leases
+                    key, count, ttl = rng.choice(gone), 64, 10.0
+                    index = max(int(key.split("#")[1]) - rng.choice((0, 1)), 0)
+                    n = 1 if key.startswith(d(1)) else 2
                 req = run(peer, index, count, ttl=ttl, n=n)
                 op = lease(req, now)
             elif roll < 0.9:
@@ -350,6 +360,16 @@ async def test_random_lease_traffic_alike_in_redis_and_memory(
             if roll < 0.75 and req.ttl > 0 and isinstance(out[0], p.LeaseReply):
                 stop = f"{req.digest}#{req.piece_index + out[0].count}"
                 cut += out[0].granted and out[0].count < req.count and stop in before[3]
+                if out[0].granted:
+                    run_keys = {
+                        f"{req.digest}#{i}"
+                        for i in range(req.piece_index + 1, req.piece_index + out[0].count)
+                    }
+                    for key in run_keys & before[0].keys():
+                        holder = before[0][key][0]
+                        if holder != peer:  # only a departed holder's lease is taken
+                            assert memory.registry._live(holder, now) is None, f"step {step}"
+                            taken += 1
             assert after[3] <= after[2], f"step {step}: wanted but not soft"
             # a soft piece never changes hands while it and its holder are live
             for key in before[2] & after[0].keys():
@@ -359,6 +379,7 @@ async def test_random_lease_traffic_alike_in_redis_and_memory(
         # (with a cap of 1, a run's head in flight caps every other asker)
         assert (marked > 0 and cut > 0) or cap == 1
         assert moved > 0 or cap == 1
+        assert taken > 0
         assert await memory.stats(now + 400) == await redis_store.stats(now + 400)
     finally:
         await redis_store.aclose()
@@ -515,5 +536,40 @@ async def test_contended_blobs_alike_in_redis_and_memory(redis_url: str) -> None
         assert memory.registry.records._contended == {}
         exists = redis_store._r.exists
         assert await trio.to_thread.run_sync(exists, redis_store._p + "lease_contended") == 0
+    finally:
+        await redis_store.aclose()
+
+
+async def test_a_departed_holders_guard_leases_do_not_stop_a_run_alike(redis_url: str) -> None:
+    """A node pulls a blob alone, records it and leaves (or its announces stop): its leases,
+    kept as guards until they expire, no longer stop a lone asker's run. A live holder's
+    still do."""
+    memory, redis_store = await both(Policy(max_origin_fetches=4, peer_ttl=5.0), redis_url)
+    try:
+        for store in (memory, redis_store):
+            for peer in "abc":
+                await store.announce(announce(peer), T0)
+            assert (await store.lease(run("a", 0, 12, ttl=15), T0)).count == 12
+            await store.put_pieces(record("a", set(range(12))))
+            # c fetched d(2)'s pieces 1..3 and recorded them; it released its head
+            assert (await store.lease(run("c", 0, 4, ttl=15, n=2), T0)).count == 4
+            await store.lease(run("c", 0, 1, ttl=0, n=2), T0)
+            await store.put_pieces(record("c", {1, 2, 3}, n=2))
+            await store.leave(p.Leave(peer_id="a", session=S), T0 + 2)
+            # a left: its live leases of d(1) are taken by b's run (one grant, not 12)
+            assert await store.lease(run("b", 0, 64, ttl=15), T0 + 3) == granted("b", T0 + 18, 12)
+            # c is live: its leases of d(2) still stop a run
+            assert await store.lease(run("b", 0, 64, n=2), T0 + 3) == granted("b", T0 + 13, 1)
+            await store.lease(run("b", 0, 1, ttl=0, n=2), T0 + 3)
+            # c's announces stopped (peer_ttl 5 s): its leases are free to a run now
+            assert await store.lease(run("b", 0, 64, n=2), T0 + 6) == granted("b", T0 + 16, 12)
+        tables = live_tables(memory, T0 + 6)
+        assert tables == await trio.to_thread.run_sync(redis_tables, redis_store, T0 + 6)
+        leases, entries, soft, wanted, _ = tables
+        assert leases == {m(i, n): ("b", T0 + 18 if n == 1 else T0 + 16)
+                          for n in (1, 2) for i in range(12)}  # fmt: skip
+        assert entries == {d(1): {0: T0 + 18}, d(2): {0: T0 + 16}}
+        assert soft == {m(i, n) for n in (1, 2) for i in range(1, 12)}
+        assert wanted == set()
     finally:
         await redis_store.aclose()
