@@ -26,7 +26,8 @@ run: see below), but still refuses the piece to others until it expires (they sh
 it from the holder, which has it now; a full release would invite a second origin fetch
 of the same range). A lease whose holder is no longer a live peer (it left, or expired)
 refuses nobody: the registry drops it before the next asker is answered
-(``Registry.lease``).
+(``Registry.lease``); nor does its cap entry count against the cap (nobody is fetching
+that piece any more: ``alive``, below), though it stays until it expires or is dropped.
 
 Runs. A request may ask for ``count`` consecutive pieces ``[piece_index, piece_index +
 count)`` (at most ``MAX_LEASE_RUN``), so that a node alone fetching a blob pays one lease
@@ -37,8 +38,9 @@ lease the asker holds (others' are untouched), cap entries included. A renewal r
 and nobody wants it (see below), stopping at the first that is not; it refreshes the cap
 entries it finds (a run's moved entry included) but never makes one. A new grant takes
 ``piece_index`` as a single lease does (cap check, lease, cap entry); then, if ``count >
-1`` and the blob is solo (not contended, see below, and no live cap entry, i.e. no
-unrecorded origin fetch in flight, held by another peer), it extends over each next piece
+1`` and the blob is solo (not contended for the asker, see below, and no live cap entry,
+i.e. no unrecorded origin fetch in flight, held by another peer that is live: a departed
+holder's entry does not count), it extends over each next piece
 while nobody holds a live lease of it (within the blob's piece record's piece count if
 there is a record, and ``MAX_PIECES``) and ``max_leases`` leaves room (a run is
 shortened, never refused, for room). A recorded hash does not stop a run: hashes outlive
@@ -79,18 +81,23 @@ normally (cap rules apply). Renewals keep soft pieces soft; releases, expiry, sw
 recorded pieces are never soft and are refused with their real expiry, as is a release
 (``ttl == 0``) by another peer of any piece.
 
-Contended blobs. Whenever a new lease (``ttl > 0``) of a blob is refused — held by another
-peer, a soft piece refused for now, or capped — the blob is *contended* until ``now +
-req.ttl`` (the asker's lease TTL; a later end already recorded is kept). While it is
-contended (``now < until``) nobody gets a run of it: a new grant covers ``piece_index``
-alone (``count`` 1), the asker's own earlier refusals included (a node refused a moment
-ago is part of a crowd). So a node alone streams long runs, and once a crowd shows up
-everybody fetches single pieces under the cap; without this, the crowd backing off after
-its refusals holds no cap entries, so the holder of a cut run looks solo again and gets
-another long run. Only refusals contend: not a grant while another peer's lease of the
-blob is live, and not a release (``ttl == 0``), refused or not. Renewals and releases are
-unaffected. Contended marks (``Records._contended``, digest -> until) are swept like
-leases.
+Contended blobs. Whenever a new lease (``ttl > 0``) of a blob is refused to a peer — held
+by another peer, a soft piece refused for now, or capped — the blob is marked *contended*
+by that peer until ``now + req.ttl`` (its lease TTL; a later end already marked for that
+peer is kept). A blob is contended for an asker while some live peer other than the asker
+(``alive``, as for departed holders above) has an unexpired mark (``now < until``); then
+the asker gets no run of it: a new grant covers ``piece_index`` alone (``count`` 1). So a
+node alone streams long runs, and once a crowd shows up everybody fetches single pieces
+under the cap; without this, the crowd backing off after its refusals holds no cap
+entries, so the holder of a cut run looks solo again and gets another long run. The
+asker's own refusals do not count (they used to): a lone node is never refused by its own
+leases, so its refusals came from other peers, whose live fetches or own refusals already
+keep it from a run while they are around; in a crowd the others' marks contend anyway.
+Marks of departed peers do not count either: a node refused by another node's guard
+leases, both since gone, no longer cuts the next lone puller to single pieces. Only
+refusals contend: not a grant while another peer's lease of the blob is live, and not a
+release (``ttl == 0``), refused or not. Renewals and releases are unaffected. Contended
+marks (``Records._contended``, digest -> refused peer -> until) are swept like leases.
 """
 
 from __future__ import annotations
@@ -161,7 +168,8 @@ class Records:
         self._blob_leases: dict[str, dict[int, float]] = {}  # digest -> index -> expiry
         self._soft: dict[str, set[int]] = {}  # digest -> indexes of soft (extension) leases
         self._wanted: dict[str, set[int]] = {}  # digest -> soft indexes another peer asked for
-        self._contended: dict[str, float] = {}  # digest -> end of its last refusal's TTL
+        # digest -> refused peer -> end of its last refusal's TTL
+        self._contended: dict[str, dict[str, float]] = {}
 
     @property
     def piece_count(self) -> int:
@@ -243,9 +251,11 @@ class Records:
         Args:
             req: The request.
             now: The current time.
-            alive: Whether a peer id is a live peer; a run extension drops (and takes) a
-                live lease whose holder is not. None: everyone is alive (the registry
-                drops a dead holder's lease of ``piece_index`` itself, before this).
+            alive: Whether a peer id is a live peer: a run extension drops (and takes) a
+                live lease whose holder is not, and neither its cap entries (for the cap
+                and for solo) nor its contended marks count. None: everyone is alive (the
+                registry drops a dead holder's lease of ``piece_index`` itself, before
+                this).
 
         Raises:
             RegistryFull: ``max_leases`` live leases exist and this one is new.
@@ -258,12 +268,12 @@ class Records:
         if live and current is not None and current[0] != peer:
             if req.ttl == 0:
                 return p.LeaseReply(granted=False, holder=current[0], expires_at=current[1])
-            self._contend(digest, now + req.ttl)  # a refusal: no runs of it for a while
+            self._contend(digest, peer, now + req.ttl)  # a refusal: no runs for others
             if first not in soft:
                 return p.LeaseReply(granted=False, holder=current[0], expires_at=current[1])
             # A soft piece: refused for now, and its holder asked to stop its run there
             # (not while the blob is capped: the asker could not fetch it anyway).
-            if (refusal := self._capped(digest, now)) is not None:
+            if (refusal := self._capped(digest, peer, now, alive)) is not None:
                 return refusal
             self._wanted.setdefault(digest, set()).add(first)
             return p.LeaseReply(granted=False, holder=current[0], expires_at=now)
@@ -276,8 +286,8 @@ class Records:
                     blob.pop(index, None)
                     self._unmark(digest, index)
             return p.LeaseReply(granted=True, holder=peer, expires_at=now, count=req.count)
-        if not live and (refusal := self._capped(digest, now)) is not None:
-            self._contend(digest, now + req.ttl)
+        if not live and (refusal := self._capped(digest, peer, now, alive)) is not None:
+            self._contend(digest, peer, now + req.ttl)
             return refusal
         if current is None and len(self._leases) >= self._policy.max_leases:
             self.sweep(now)
@@ -293,7 +303,7 @@ class Records:
         end = min(first + req.count, p.MAX_PIECES)
         if live:
             count = self._renew_run(req, end, expires_at, now)
-        elif end > first + 1 and self._solo(digest, peer, now):
+        elif end > first + 1 and self._solo(digest, peer, now, alive):
             count = self._extend_run(req, end, expires_at, now, alive)
         else:
             count = 1
@@ -315,19 +325,29 @@ class Records:
             index += 1
         return index - req.piece_index
 
-    def _contend(self, digest: str, until: float) -> None:
-        """A lease of ``digest`` was refused: no runs of it until ``until`` (or later)."""
-        self._contended[digest] = max(self._contended.get(digest, until), until)
+    def _contend(self, digest: str, peer: str, until: float) -> None:
+        """A lease of ``digest`` was refused to ``peer``: no runs of it for other peers
+        until ``until`` (or later) while ``peer`` is live."""
+        marks = self._contended.setdefault(digest, {})
+        marks[peer] = max(marks.get(peer, until), until)
 
-    def _solo(self, digest: str, peer: str, now: float) -> bool:
-        """``digest`` is not contended, and no peer but ``peer`` holds an unrecorded origin
-        fetch of it in flight."""
-        if self._contended.get(digest, now) > now:
-            return False
+    def _solo(
+        self, digest: str, peer: str, now: float, alive: Callable[[str], bool] | None
+    ) -> bool:
+        """No live peer but ``peer`` was refused a lease of ``digest`` lately (contended),
+        or holds an unrecorded origin fetch of it in flight (a live cap entry)."""
+
+        def other(holder: str) -> bool:
+            """``holder`` is a live peer other than the asker."""
+            return holder != peer and (alive is None or alive(holder))
+
+        for refused, until in self._contended.get(digest, {}).items():
+            if until > now and other(refused):
+                return False
         for index, until in self._blob_leases.get(digest, {}).items():
             if until > now:
                 held = self._leases.get((digest, index))
-                if held is None or held[0] != peer:
+                if held is None or other(held[0]):
                     return False
         return True
 
@@ -409,18 +429,28 @@ class Records:
         for index in [i for i in soft if recorded(i)]:
             self._unmark(digest, index)
 
-    def _capped(self, digest: str, now: float) -> p.LeaseReply | None:
-        """The refusal of a new lease of ``digest`` if its live leases are at the cap."""
+    def _capped(
+        self, digest: str, peer: str, now: float, alive: Callable[[str], bool] | None
+    ) -> p.LeaseReply | None:
+        """The refusal of a new lease of ``digest`` by ``peer`` if its live cap entries
+        held by the asker or a live peer are at the cap (a departed holder's do not count:
+        nobody is fetching them)."""
         cap = self._policy.max_origin_fetches
         blob = self._blob_leases.get(digest)
         if cap <= 0 or blob is None:
             return None
         for index in [i for i, until in blob.items() if until <= now]:
             del blob[index]
-        if len(blob) < cap:
+
+        def counts(index: int) -> bool:
+            held = self._leases.get((digest, index))
+            return held is None or held[0] == peer or alive is None or alive(held[0])
+
+        entries = [(until, str(index), index) for index, until in blob.items() if counts(index)]
+        if len(entries) < cap:
             return None
         # Ties broken like Redis's zset (by the index as a string), so both stores agree.
-        first, until = min(blob.items(), key=lambda item: (item[1], str(item[0])))
+        until, _, first = min(entries)
         holder = self._leases[(digest, first)][0]
         return p.LeaseReply(granted=False, holder=holder, expires_at=until, capped=True)
 
@@ -442,8 +472,11 @@ class Records:
 
     def sweep(self, now: float) -> None:
         """Drop expired leases (and contended marks)."""
-        for digest in [d for d, until in self._contended.items() if until <= now]:
-            del self._contended[digest]
+        for digest, refused in list(self._contended.items()):
+            for peer in [k for k, until in refused.items() if until <= now]:
+                del refused[peer]
+            if not refused:
+                del self._contended[digest]
         for key in [k for k, (_, until) in self._leases.items() if until <= now]:
             del self._leases[key]
             self._unmark(*key)

@@ -6,7 +6,7 @@ rest of the run), and ``EXPIRE_LEASES`` (a Lua function, shared with
 ``tracker.redis_scripts``'s ``SWEEP``) drops expired leases. The scripts are registered
 with the others through ``tracker.redis_scripts.SCRIPTS``; the keys they use
 (``lease_holder``, ``leases``, ``bl:<digest>``, ``lease_soft``, ``lease_wanted``,
-``lease_contended``) are listed there.
+``lease_contended``, ``lc:<digest>``) are listed there.
 """
 
 from __future__ import annotations
@@ -14,9 +14,12 @@ from __future__ import annotations
 from typing import Final
 
 #: ``expire_leases(P, now)``: drops the leases (and soft and wanted marks) that expired by
-#: ``now``, and the contended marks that ended by then.
+#: ``now``, and the contended blobs whose last mark ended by then (their ``lc:`` zsets).
 EXPIRE_LEASES: Final = """
 local function expire_leases(P, now)
+  for _, dg in ipairs(redis.call('ZRANGEBYSCORE', P .. 'lease_contended', '-inf', now)) do
+    redis.call('DEL', P .. 'lc:' .. dg)
+  end
   local gone = redis.call('ZRANGEBYSCORE', P .. 'leases', '-inf', now)
   for _, m in ipairs(gone) do
     redis.call('HDEL', P .. 'lease_holder', m)
@@ -60,24 +63,38 @@ local function drop(m, i)
   redis.call('ZREM', blob, i)
   unmark(m)
 end
-local function contend()  -- a refusal (ttl > 0): no runs of the blob until expires_at
+local function contend()  -- a refusal (ttl > 0): no runs of the blob for other peers
+  local marks = P .. 'lc:' .. digest  -- until expires_at, while the asker is live
+  local mine = redis.call('ZSCORE', marks, peer)
+  if not mine or tonumber(mine) < tonumber(ARGV[7]) then
+    redis.call('ZADD', marks, ARGV[7], peer)
+  end
+  redis.call('EXPIRE', marks, ARGV[13])
   local busy = redis.call('ZSCORE', P .. 'lease_contended', digest)
   if not busy or tonumber(busy) < tonumber(ARGV[7]) then
     redis.call('ZADD', P .. 'lease_contended', ARGV[7], digest)
   end
 end
-local cap = tonumber(ARGV[12])
-local function capped()  -- the refusal of a new lease if the blob is at its cap, or nil
-  if cap <= 0 then return nil end
-  redis.call('ZREMRANGEBYSCORE', blob, '-inf', ARGV[5])
-  if redis.call('ZCARD', blob) < cap then return nil end
-  local f = redis.call('ZRANGE', blob, 0, 0, 'WITHSCORES')
-  local holder = redis.call('HGET', P .. 'lease_holder', digest .. '#' .. f[1])
-  return {'capped', holder, f[2]}
-end
 local function gone(holder)  -- the holder is not a live peer (it left or expired)
   local at = redis.call('ZSCORE', P .. 'seen', holder)
   return not at or tonumber(at) <= now - tonumber(ARGV[9])
+end
+local cap = tonumber(ARGV[12])
+local function capped()  -- the refusal of a new lease if the blob is at its cap, or nil
+  if cap <= 0 then return nil end  -- (cap entries of departed holders do not count)
+  redis.call('ZREMRANGEBYSCORE', blob, '-inf', ARGV[5])
+  if redis.call('ZCARD', blob) < cap then return nil end
+  local n, first = 0, nil
+  local entries = redis.call('ZRANGE', blob, 0, -1, 'WITHSCORES')
+  for k = 1, #entries, 2 do
+    local h = redis.call('HGET', P .. 'lease_holder', digest .. '#' .. entries[k])
+    if not h or h == peer or not gone(h) then
+      n = n + 1
+      if not first then first = {'capped', h, entries[k + 1]} end
+    end
+  end
+  if n < cap then return nil end
+  return first
 end
 if live and cur ~= peer then
   if gone(cur) then
@@ -144,13 +161,20 @@ if live then  -- renewal: the asker's live leases that follow, up to the first t
   return {'granted', ARGV[7], i - first}
 end
 if stop <= i then return {'granted', ARGV[7], 1} end
-local busy = redis.call('ZSCORE', P .. 'lease_contended', digest)
-if busy and tonumber(busy) > now then
-  return {'granted', ARGV[7], 1}  -- another peer was refused a lease of the blob lately
+local function other(h)  -- a live peer other than the asker
+  return h ~= peer and not gone(h)
+end
+local marks = P .. 'lc:' .. digest
+redis.call('ZREMRANGEBYSCORE', marks, '-inf', ARGV[5])
+for _, h in ipairs(redis.call('ZRANGE', marks, 0, -1)) do
+  if other(h) then
+    return {'granted', ARGV[7], 1}  -- another live peer was refused a lease of it lately
+  end
 end
 for _, m in ipairs(redis.call('ZRANGEBYSCORE', blob, '(' .. ARGV[5], '+inf')) do
-  if redis.call('HGET', P .. 'lease_holder', digest .. '#' .. m) ~= peer then
-    return {'granted', ARGV[7], 1}  -- another peer's origin fetch is in flight
+  local h = redis.call('HGET', P .. 'lease_holder', digest .. '#' .. m)
+  if not h or other(h) then
+    return {'granted', ARGV[7], 1}  -- another live peer's origin fetch is in flight
   end
 end
 -- The blob's piece record, if any, ends the run at its piece count (the record is

@@ -37,8 +37,11 @@ Key layout (``P`` is the store's prefix, ``shoal:`` by default)::
                               whose hash their holder has not recorded; preemptible)
     P lease_wanted     set    "digest#index" of the soft leases another peer asked for
                               (the holder's next renewal stops its run at the first)
-    P lease_contended  zset   digest -> until when a lease of the blob was last refused
-                              (now + the asker's ttl; no runs before; swept like leases)
+    P lease_contended  zset   digest -> the latest until of its lc: marks (the index the
+                              sweep trims, deleting lc:<digest> with it)
+    P lc:<digest>      zset   peer id -> until when a lease of the blob was last refused
+                              to it (now + its ttl; no runs for other peers before while
+                              it is live; pruned as read, expiring MAX_LEASE_TTL after)
     P seq              string sequence for the *_order zsets
 
 The scripts touch keys they compute from ARGV, so they need a standalone Redis (or one

@@ -281,12 +281,29 @@ def test_a_dead_holders_leases_are_dropped_for_the_first_piece_and_by_runs() -> 
     reg.lease(run("b", 4, 1, ttl=0), T0)  # released: b has no fetch in flight
     assert reg.lease(run("b", 6, 1, ttl=300), T0).granted  # b: 6, counting
     reg.announce(announce("a"), T0 + 80)
-    # b is gone at T0 + 90: its lease of 6 is dropped when asked for, its 5 by a run
-    assert reg.lease(run("a", 0, 8), T0 + 95).count == 1  # b's 6 still counts: not solo
-    assert reg.lease(run("a", 6, 8), T0 + 95).count == 8  # dropped, then solo: 6..13
-    assert reg.lease(run("a", 1, 8), T0 + 95).count == 5  # 1..5 (b's 5 taken): at a's 6
+    # b is gone at T0 + 90: its cap entry of 6 (an unrecorded fetch nobody makes any more)
+    # does not make a's run not solo; its lease of 6 is dropped when asked for, its 5 by a run
+    assert reg.lease(run("a", 0, 4), T0 + 95).count == 4  # 0..3
+    assert reg.lease(run("a", 6, 8), T0 + 95).count == 8  # dropped: 6..13
+    assert reg.lease(run("a", 4, 8), T0 + 95).count == 2  # 4, 5 (b's 5 taken): at a's 6
     assert holders(reg.records, T0 + 95)[5] == "a"
     assert 5 in reg.records._soft[d(1)]
+
+
+def test_a_departed_holders_cap_entry_neither_stops_a_run_nor_caps() -> None:
+    """A node's unrecorded origin fetch (its cap entry) counts while it is live: the blob
+    is not solo for others, and it counts against the cap. Once the node is gone, neither."""
+    reg = Registry(Policy(peer_ttl=90.0, max_origin_fetches=1))
+    for peer in "abc":
+        reg.announce(announce(peer), T0)
+    assert reg.lease(run("b", 9, 1, ttl=300), T0).granted  # b's fetch of 9, in flight
+    assert reg.lease(run("a", 0, 8), T0 + 1).capped  # b is live: capped
+    reg.lease(run("a", 0, 1, ttl=0), T0 + 1)
+    reg.leave(p.Leave(peer_id="b", session=S), T0 + 2)
+    # b left: its entry does not cap a, nor stop its run; b's lease of 9 is a guard
+    assert got(reg.lease(run("c", 0, 16), T0 + 12)) == (True, "c", T0 + 22, 16)
+    assert holders(reg.records, T0 + 12)[9] == "c"  # a dead holder's lease: taken
+    assert reg.records._blob_leases[d(1)] == {0: T0 + 22}
 
 
 def test_a_departed_nodes_guard_leases_do_not_stop_a_lone_askers_run() -> None:
@@ -475,9 +492,11 @@ def test_a_released_soft_piece_goes_to_the_next_asker_alone_while_contended() ->
     records.put_pieces(record("a", set(range(5))))  # a's run counts by its 5 now
     assert records._blob_leases[d(1)] == {5: T0 + 10}
     assert records.lease(run("b", 5, 64), T0 + 1).granted is False  # contended to T0 + 11
+    assert records.lease(run("c", 0, 1), T0 + 1).granted is False  # ... by c too
     assert records.lease(run("a", 0, 8), T0 + 1).count == 5
     records.lease(run("a", 5, 3, ttl=0), T0 + 1)  # a gives up 5..7, and the run's entry
-    # b gets 5 alone: nobody else fetches the blob, but b was refused a lease of it
+    # b gets 5 alone: nobody else fetches the blob, but c was refused a lease of it (b's
+    # own refusal would not count)
     assert got(records.lease(run("b", 5, 64), T0 + 2)) == (True, "b", T0 + 12, 1)
     assert records._blob_leases[d(1)] == {5: T0 + 12}
     assert (soft(records), wanted(records)) == (set(), set())
@@ -555,7 +574,7 @@ def test_release_expiry_sweep_and_drop_forget_the_soft_and_wanted_marks() -> Non
     records.lease(run("b", 3, 1), T0 + 11)  # contended until T0 + 21
     records.sweep(T0 + 15)
     assert (records.lease_count, records._soft, records._wanted) == (0, {}, {})
-    assert records._contended == {d(1): T0 + 21}
+    assert records._contended == {d(1): {"b": T0 + 21}}
     records.sweep(T0 + 21)
     assert records._contended == {}
     # an expired, unswept wanted soft lease granted anew as a first piece is hard
@@ -565,8 +584,8 @@ def test_release_expiry_sweep_and_drop_forget_the_soft_and_wanted_marks() -> Non
     assert got(records.lease(run("b", 3, 1), T0 + 36)) == (True, "b", T0 + 46, 1)
     assert (3 in soft(records), wanted(records)) == (False, {5})
     assert got(records.lease(run("c", 3, 1), T0 + 37)) == (False, "b", T0 + 46, 1)
-    # or as part of a new run (once c's refusal at T0 + 37 no longer contends): soft
-    # again, not wanted
+    # or as part of a new run (once b's refusals at T0 + 31 no longer contend; c's own
+    # at T0 + 37 never does for c): soft again, not wanted
     records.lease(run("b", 3, 1, ttl=0), T0 + 37)
     assert records.lease(run("c", 4, 2), T0 + 47).count == 2
     assert (soft(records) >= {5}, wanted(records)) == (True, set())
@@ -584,27 +603,28 @@ def test_a_soft_piece_of_a_dead_holder_is_dropped_first() -> None:
     assert reg.lease(run("b", 3, 1), T0 + 21).expires_at == T0 + 21  # wanted
     reg.lease(run("b", 9, 1, ttl=300), T0 + 21)  # b's own fetch in flight: 2 again
     reg.announce(announce("b"), T0 + 80)
-    # a is gone: its soft 3 is dropped (and its mark); its run's head and b's 9 still count
-    assert reg.lease(run("b", 3, 1), T0 + 95).capped
-    assert (3 in soft(reg.records), wanted(reg.records)) == (False, set())
-    reg.records.put_pieces(record("b", {9}))
+    # a is gone: its soft 3 is dropped (and its mark), and its run's head no longer
+    # counts against the cap (nobody is fetching it): b's 9 alone is in flight
     assert reg.lease(run("b", 3, 1), T0 + 95).granted
+    assert (3 in soft(reg.records), wanted(reg.records)) == (False, set())
+    assert reg.lease(run("b", 4, 1), T0 + 95).capped  # b's own 3 and 9: 2 in flight
 
 
-# --- contended blobs: a refusal of a lease stops runs of the blob for a lease TTL -------
+# --- contended blobs: a refusal of a lease stops others' runs of the blob for a lease TTL -
 
 
-def contended(records: Records, digest: str = d(1)) -> float | None:
-    return records._contended.get(digest)
+def contended(records: Records, digest: str = d(1)) -> dict[str, float]:
+    """The contended marks of ``digest``: refused peer -> until."""
+    return records._contended.get(digest, {})
 
 
 def test_a_refusal_makes_the_blob_contended_for_the_askers_ttl() -> None:
     records = Records(Policy())
     assert records.lease(run("a", 0, 8), T0).count == 8
-    assert contended(records) is None  # a grant never contends
+    assert contended(records) == {}  # a grant never contends
     # b asks for a's soft 5: refused for now; d(1) is contended until T0 + 1 + b's TTL
     assert records.lease(run("b", 5, 1, ttl=15), T0 + 1).expires_at == T0 + 1
-    assert contended(records) == T0 + 16
+    assert contended(records) == {"b": T0 + 16}
     # renewals and releases are unaffected: a's renewal is cut at 5 only, a releases 5..7
     assert got(records.lease(run("a", 0, 8), T0 + 2)) == (True, "a", T0 + 12, 5)
     records.put_pieces(record("a", set(range(5)), pieces=64))
@@ -613,10 +633,12 @@ def test_a_refusal_makes_the_blob_contended_for_the_askers_ttl() -> None:
     assert got(records.lease(run("a", 8, 64), T0 + 3)) == (True, "a", T0 + 13, 1)
     assert got(records.lease(run("b", 20, 64, digest=d(2)), T0 + 3)) == (True, "b", T0 + 13, 64)
     # a held refusal contends too; a shorter TTL keeps the later end, a longer one extends it
-    assert got(records.lease(run("c", 8, 1, ttl=2), T0 + 3)) == (False, "a", T0 + 13, 1)
-    assert contended(records) == T0 + 16
+    assert got(records.lease(run("c", 8, 1, ttl=20), T0 + 3)) == (False, "a", T0 + 13, 1)
+    assert contended(records) == {"b": T0 + 16, "c": T0 + 23}
+    assert records.lease(run("c", 8, 1, ttl=2), T0 + 4).holder == "a"
+    assert contended(records) == {"b": T0 + 16, "c": T0 + 23}
     assert records.lease(run("c", 8, 1, ttl=20), T0 + 4).holder == "a"
-    assert contended(records) == T0 + 24
+    assert contended(records) == {"b": T0 + 16, "c": T0 + 24}
     records.put_pieces(record("a", {8}, pieces=64))
     assert records.lease(run("a", 9, 64), T0 + 23.9).count == 1
     # the TTL is over: runs come back (a's own fetch of 9 does not count): 10..63
@@ -625,21 +647,63 @@ def test_a_refusal_makes_the_blob_contended_for_the_askers_ttl() -> None:
     assert records._contended == {}  # swept
 
 
-def test_a_capped_refusal_contends_and_the_askers_own_refusals_count() -> None:
+def test_a_capped_refusal_contends_for_others_not_for_the_asker() -> None:
+    """A lone node is never refused by its own leases, so its own refusals (another
+    peer's fetch in flight, since done) do not stop its runs; they stop others' runs."""
     records = Records(Policy(max_origin_fetches=1))
     assert records.lease(run("a", 0, 1), T0).granted
     capped = records.lease(run("b", 5, 8), T0 + 1)
-    assert (capped.capped, contended(records)) == (True, T0 + 11)
+    assert (capped.capped, contended(records)) == (True, {"b": T0 + 11})
     records.put_pieces(record("a", {0}))  # a's fetch is done: nothing in flight
-    # b was refused itself a moment ago: part of a crowd, a single piece
-    assert got(records.lease(run("b", 5, 8), T0 + 2)) == (True, "b", T0 + 12, 1)
-    assert records.lease(run("a", 1, 8), T0 + 2).capped  # b's fetch is the one in flight
-    assert contended(records) == T0 + 12
-    records.put_pieces(record("b", {5}))
-    assert records.lease(run("a", 1, 8), T0 + 11.5).count == 1
-    assert records.lease(run("a", 1, 1, ttl=0), T0 + 11.5).granted
-    # 1..8: 5 is recorded, and b's lease of it is over
-    assert records.lease(run("a", 1, 8), T0 + 12).count == 8
+    # b's own refusal does not count: a run, 5..12
+    assert got(records.lease(run("b", 5, 8), T0 + 2)) == (True, "b", T0 + 12, 8)
+    assert records.lease(run("a", 1, 8), T0 + 2).capped  # b's run is the fetch in flight
+    assert contended(records) == {"b": T0 + 11, "a": T0 + 12}
+    records.put_pieces(record("b", set(range(5, 13))))  # b's run is done
+    # b's refusal counts for a until T0 + 11 (a's own never does)
+    assert records.lease(run("a", 13, 8), T0 + 10.5).count == 1
+    assert records.lease(run("a", 13, 1, ttl=0), T0 + 10.5).granted
+    assert records.lease(run("a", 13, 8), T0 + 11).count == 3  # 13..15: the record's end
+    # and a's refusal (until T0 + 12) still counts for b
+    assert records.lease(run("a", 13, 3, ttl=0), T0 + 11).count == 3
+    assert records.lease(run("b", 13, 8), T0 + 11.5).count == 1
+    assert records.lease(run("b", 13, 1, ttl=0), T0 + 11.5).granted
+    assert records.lease(run("b", 13, 8), T0 + 12).count == 3
+
+
+def test_a_departed_peers_refusal_does_not_contend() -> None:
+    """B (its origin down) was refused A's leases and both left: C, alone, gets full runs.
+    A live peer's refusal still contends; liveness is the registry's (left or expired)."""
+    reg = Registry(Policy(peer_ttl=30.0, min_announce_gap=0.0))
+    for peer in "abc":
+        reg.announce(announce(peer), T0)
+    assert reg.lease(run("a", 0, 16, ttl=15), T0).count == 16
+    assert not reg.lease(run("b", 0, 1, ttl=15), T0 + 1).granted  # held by a
+    assert not reg.lease(run("b", 3, 1, ttl=15), T0 + 1).granted  # a's soft 3: for now
+    reg.records.put_pieces(record("a", set(range(16))))
+    assert contended(reg.records) == {"b": T0 + 16}
+    reg.leave(p.Leave(peer_id="a", session=S), T0 + 2)
+    # b is live: its refusal contends for c (a's guard leases are taken: a left)
+    assert got(reg.lease(run("c", 0, 64, ttl=15), T0 + 3)) == (True, "c", T0 + 18, 1)
+    reg.lease(run("c", 0, 1, ttl=0), T0 + 3)
+    # ...but not for b itself: a lone node is never refused by its own leases
+    assert got(reg.lease(run("b", 0, 64, ttl=15), T0 + 4)) == (True, "b", T0 + 19, 16)
+    reg.lease(run("b", 0, 16, ttl=0), T0 + 4)
+    reg.leave(p.Leave(peer_id="b", session=S), T0 + 5)
+    # b left: its refusal no longer counts, c gets the whole blob at once
+    assert got(reg.lease(run("c", 0, 64, ttl=15), T0 + 6)) == (True, "c", T0 + 21, 16)
+    reg.lease(run("c", 0, 16, ttl=0), T0 + 6)
+    # a live peer's refusal counts until its announces stop (peer_ttl)
+    reg.announce(announce("a"), T0 + 7)
+    assert reg.lease(run("a", 0, 1, ttl=15), T0 + 7).granted
+    assert not reg.lease(run("c", 0, 1, ttl=30), T0 + 8).granted  # held by a
+    reg.lease(run("a", 0, 1, ttl=0), T0 + 9)
+    reg.announce(announce("a"), T0 + 20)
+    assert got(reg.lease(run("a", 0, 64), T0 + 20)) == (True, "a", T0 + 30, 1)
+    reg.lease(run("a", 0, 1, ttl=0), T0 + 20)
+    # c's last announce was at T0: gone at T0 + 30 (its mark lasts to T0 + 38)
+    reg.announce(announce("a"), T0 + 31)
+    assert got(reg.lease(run("a", 0, 64), T0 + 31)) == (True, "a", T0 + 41, 16)
 
 
 def test_a_release_never_contends() -> None:

@@ -145,14 +145,18 @@ async def test_a_run_is_shortened_alike_at_max_leases(redis_url: str) -> None:
 
 
 Tables = tuple[
-    dict[str, tuple[str, float]], dict[str, dict[int, float]], set[str], set[str], dict[str, float]
+    dict[str, tuple[str, float]],
+    dict[str, dict[int, float]],
+    set[str],
+    set[str],
+    dict[str, dict[str, float]],
 ]
 
 
 def live_tables(memory: MemoryStore, now: float) -> Tables:
     """Memory's live leases ("digest#index" -> holder, expiry), live cap entries and the
-    live leases that are soft and wanted ("digest#index"), and the contended blobs (digest ->
-    until, those still contended)."""
+    live leases that are soft and wanted ("digest#index"), and the contended marks (digest ->
+    refused peer -> until, those not ended)."""
     records = memory.registry.records
     leases = {
         f"{dg}#{i}": (peer, until) for (dg, i), (peer, until) in records._leases.items()
@@ -165,7 +169,11 @@ def live_tables(memory: MemoryStore, now: float) -> Tables:
     soft = {f"{dg}#{i}" for dg, indexes in records._soft.items() for i in indexes}
     wanted = {f"{dg}#{i}" for dg, indexes in records._wanted.items() for i in indexes}
     live = leases.keys()
-    contended = {dg: until for dg, until in records._contended.items() if until > now}
+    contended = {
+        dg: {peer: until for peer, until in marks.items() if until > now}
+        for dg, marks in records._contended.items()
+    }
+    contended = {dg: marks for dg, marks in contended.items() if marks}
     caps = {dg: blob for dg, blob in caps.items() if blob}
     return leases, caps, soft & live, wanted & live, contended
 
@@ -185,12 +193,11 @@ def redis_tables(store: RedisStore, now: float) -> Tables:
             caps[d(n)] = {int(i): until for i, until in blob}
     soft = {m.decode() for m in r.smembers(prefix + "lease_soft")}
     wanted = {m.decode() for m in r.smembers(prefix + "lease_wanted")}
-    contended = {
-        dg.decode(): until
-        for dg, until in r.zrangebyscore(
-            prefix + "lease_contended", f"({now!r}", "+inf", withscores=True
-        )
-    }
+    contended = {}
+    for dg in r.zrangebyscore(prefix + "lease_contended", f"({now!r}", "+inf"):
+        marks = r.zrangebyscore(prefix + "lc:" + dg.decode(), f"({now!r}", "+inf", withscores=True)
+        if marks:
+            contended[dg.decode()] = {peer.decode(): until for peer, until in marks}
     return leases, caps, soft & leases.keys(), wanted & leases.keys(), contended
 
 
@@ -257,11 +264,12 @@ SOFT_SCENARIO: list[tuple[float, Op, Any, tuple[set[str], set[str]] | None]] = [
      ({m(i) for i in range(7, 12)}, {m(8)})),
     (T0 + 14, lease(run("a", 10, 1), T0 + 14), refused("c", T0 + 14),
      ({m(i) for i in range(7, 12)}, {m(8), m(10)})),
-    # c leaves: its wanted 8 is dropped when asked for; c's head still counts, so no run
+    # c leaves: its wanted 8 is dropped when asked for, and its run's head (its cap entry)
+    # no longer stops a's run, nor do a's own refusals: a takes c's 9..11 (8 is a's head)
     (T0 + 15, lambda s: s.leave(p.Leave(peer_id="c", session=S), T0 + 15), None, None),
-    (T0 + 15, lease(run("a", 8, 4), T0 + 15), granted("a", T0 + 25, 1),
-     ({m(7), m(9), m(10), m(11)}, {m(10)})),
-    (T0 + 15, lambda s: s.stats(T0 + 15), None, ({m(7), m(9), m(10), m(11)}, {m(10)})),
+    (T0 + 15, lease(run("a", 8, 4), T0 + 15), granted("a", T0 + 25, 4),
+     ({m(7), m(9), m(10), m(11)}, set())),
+    (T0 + 15, lambda s: s.stats(T0 + 15), None, ({m(7), m(9), m(10), m(11)}, set())),
     (T0 + 30, lambda s: s.stats(T0 + 30), None, (set(), set())),  # expired and swept
 ]  # fmt: skip
 
@@ -301,6 +309,7 @@ async def test_random_lease_traffic_alike_in_redis_and_memory(
     marked = cut = 0  # soft pieces marked wanted; renewals cut at a wanted piece
     moved = 0  # runs' cap entries moved on by a record
     taken = 0  # a dead holder's live lease taken by a run extension
+    ignored = 0  # a run granted while a departed peer's contended mark of the blob is live
     try:
         for peer in "abc":
             await memory.announce(announce(peer), now)
@@ -370,6 +379,13 @@ async def test_random_lease_traffic_alike_in_redis_and_memory(
                         if holder != peer:  # only a departed holder's lease is taken
                             assert memory.registry._live(holder, now) is None, f"step {step}"
                             taken += 1
+                    head = before[0].get(f"{req.digest}#{req.piece_index}")
+                    if out[0].count > 1 and (head is None or head[0] != peer):
+                        # a new run: only the asker's and departed peers' refusals are marked
+                        others = set(before[4].get(req.digest, {})) - {peer}
+                        for other in others:
+                            assert memory.registry._live(other, now) is None, f"step {step}"
+                        ignored += bool(others)
             assert after[3] <= after[2], f"step {step}: wanted but not soft"
             # a soft piece never changes hands while it and its holder are live
             for key in before[2] & after[0].keys():
@@ -380,7 +396,11 @@ async def test_random_lease_traffic_alike_in_redis_and_memory(
         assert (marked > 0 and cut > 0) or cap == 1
         assert moved > 0 or cap == 1
         assert taken > 0
+        assert ignored > 0 or cap == 1
         assert await memory.stats(now + 400) == await redis_store.stats(now + 400)
+        assert memory.registry.records._contended == {}
+        marks = await trio.to_thread.run_sync(redis_store._r.keys, redis_store._p + "lc:*")
+        assert marks == []  # no per-blob contended marks leak
     finally:
         await redis_store.aclose()
 
@@ -465,9 +485,9 @@ CAP_SCENARIO: list[tuple[float, Op, Any, dict[str, dict[int, float]]]] = [
     (T0 + 3, lease(run("c", 6, 1), T0 + 3), held("a", T0 + 3), caps((4, T0 + 12))),
     (T0 + 3, lease(run("a", 4, 4), T0 + 3), granted("a", T0 + 13, 2), caps((4, T0 + 13))),
     (T0 + 3, lambda s: s.put_pieces(record("a", {4, 5})), None, caps((6, T0 + 12))),
-    # a releases the cut: the entry goes; c gets 6 (contended: alone)
+    # a releases the cut: the entry goes; c gets 6..9 (its own refusals do not contend)
     (T0 + 3, lease(run("a", 6, 2, ttl=0), T0 + 3), granted("a", T0 + 3, 2), caps()),
-    (T0 + 3, lease(run("c", 6, 4), T0 + 3), granted("c", T0 + 13, 1), caps((6, T0 + 13))),
+    (T0 + 3, lease(run("c", 6, 4), T0 + 3), granted("c", T0 + 13, 4), caps((6, T0 + 13))),
     # a whole run recorded at once leaves no entry
     (T0 + 20, lease(run("b", 0, 64), T0 + 20), granted("b", T0 + 30, 12), caps((0, T0 + 30))),
     (T0 + 20, lambda s: s.put_pieces(record("b", set(range(12)))), None, caps()),
@@ -490,39 +510,71 @@ async def test_run_cap_entries_move_alike_in_redis_and_memory(redis_url: str) ->
         await redis_store.aclose()
 
 
-# Contended blobs, at most 1 origin fetch of one blob in flight: (time, operation, what both
-# stores answer, the contended blobs after it (digest -> until) or None).
-CONTENDED_SCENARIO: list[tuple[float, Op, Any, dict[str, float] | None]] = [
+# Contended blobs, at most 1 origin fetch of one blob in flight, peers live 30 s after an
+# announce: (time, operation, what both stores answer, the contended marks after it
+# (digest -> refused peer -> until) or None).
+CONTENDED_SCENARIO: list[tuple[float, Op, Any, dict[str, dict[str, float]] | None]] = [
     *[(T0, lambda s, peer=peer: s.announce(announce(peer), T0), None, None) for peer in "abc"],
     (T0, lease(run("a", 0, 8), T0), granted("a", T0 + 10, 8), {}),
     # b asks for a's soft 3 (ttl 15): capped (a's run is the fetch in flight), and d(1) is
-    # contended until T0 + 16
+    # contended for others than b until T0 + 16
     (T0 + 1, lease(run("b", 3, 1, ttl=15), T0 + 1),
-     p.LeaseReply(granted=False, holder="a", expires_at=T0 + 10, capped=True), {d(1): T0 + 16}),
+     p.LeaseReply(granted=False, holder="a", expires_at=T0 + 10, capped=True),
+     {d(1): {"b": T0 + 16}}),
     # a held refusal contends too (the later end is kept); a refused release does not
-    (T0 + 1, lease(run("c", 0, 1, ttl=5), T0 + 1), held("a", T0 + 10), {d(1): T0 + 16}),
-    (T0 + 1, lease(run("c", 3, 1, ttl=0), T0 + 1), held("a", T0 + 10), {d(1): T0 + 16}),
+    (T0 + 1, lease(run("c", 0, 1, ttl=5), T0 + 1), held("a", T0 + 10),
+     {d(1): {"b": T0 + 16, "c": T0 + 6}}),
+    (T0 + 1, lease(run("c", 3, 1, ttl=0), T0 + 1), held("a", T0 + 10),
+     {d(1): {"b": T0 + 16, "c": T0 + 6}}),
     (T0 + 1, lease(run("c", 2, 1, ttl=20), T0 + 1),
-     p.LeaseReply(granted=False, holder="a", expires_at=T0 + 10, capped=True), {d(1): T0 + 21}),
+     p.LeaseReply(granted=False, holder="a", expires_at=T0 + 10, capped=True),
+     {d(1): {"b": T0 + 16, "c": T0 + 21}}),
+    (T0 + 1, lease(run("c", 2, 1, ttl=3), T0 + 1),
+     p.LeaseReply(granted=False, holder="a", expires_at=T0 + 10, capped=True),
+     {d(1): {"b": T0 + 16, "c": T0 + 21}}),
     # renewals and releases are unaffected (nobody was refused a soft piece: no cut)
-    (T0 + 2, lease(run("a", 0, 8), T0 + 2), granted("a", T0 + 12, 8), {d(1): T0 + 21}),
+    (T0 + 2, lease(run("a", 0, 8), T0 + 2), granted("a", T0 + 12, 8),
+     {d(1): {"b": T0 + 16, "c": T0 + 21}}),
     (T0 + 2, lambda s: s.put_pieces(record("a", {0, 1, 2})), None, None),
-    (T0 + 2, lease(run("a", 3, 5, ttl=0), T0 + 2), granted("a", T0 + 2, 5), {d(1): T0 + 21}),
-    # nothing in flight, but contended: single pieces; another blob is not
+    (T0 + 2, lease(run("a", 3, 5, ttl=0), T0 + 2), granted("a", T0 + 2, 5), None),
+    # nothing in flight, but c (live) was refused lately: single pieces for b (b's own
+    # refusal would not count); another blob is not contended
     (T0 + 3, lease(run("b", 3, 8), T0 + 3), granted("b", T0 + 13, 1), None),
     (T0 + 3, lambda s: s.put_pieces(record("b", {3})), None, None),
-    (T0 + 4, lease(run("c", 30, 8, n=2), T0 + 4), granted("c", T0 + 14, 8), {d(1): T0 + 21}),
-    (T0 + 20.5, lease(run("a", 4, 8), T0 + 20.5), granted("a", T0 + 30.5, 1), None),
+    (T0 + 4, lease(run("c", 30, 8, n=2), T0 + 4), granted("c", T0 + 14, 8),
+     {d(1): {"b": T0 + 16, "c": T0 + 21}}),
+    (T0 + 20.5, lease(run("a", 4, 8), T0 + 20.5), granted("a", T0 + 30.5, 1),
+     {d(1): {"c": T0 + 21}}),
     (T0 + 20.5, lambda s: s.put_pieces(record("a", {4})), None, None),
     # the TTL is over: a run again (5..11: d(1)'s record has 12 pieces)
     (T0 + 21, lease(run("a", 5, 8), T0 + 21), granted("a", T0 + 31, 7), {}),
     (T0 + 21, lambda s: s.stats(T0 + 21), None, {}),
-    (T0 + 45, lambda s: s.stats(T0 + 45), None, {}),  # expired and swept
+    # departed peers' marks do not count: b leaves, c's announces stop (peer_ttl 30 s)
+    (T0 + 22, lambda s: s.announce(announce("a"), T0 + 22), None, None),
+    (T0 + 22, lease(run("a", 0, 8, ttl=30, n=3), T0 + 22), granted("a", T0 + 52, 8), None),
+    (T0 + 22, lease(run("b", 0, 1, ttl=30, n=3), T0 + 22), held("a", T0 + 52), None),
+    (T0 + 22, lease(run("c", 4, 1, ttl=30, n=3), T0 + 22),
+     p.LeaseReply(granted=False, holder="a", expires_at=T0 + 52, capped=True),
+     {d(3): {"b": T0 + 52, "c": T0 + 52}}),
+    (T0 + 22, lease(run("a", 0, 8, ttl=0, n=3), T0 + 22), granted("a", T0 + 22, 8), None),
+    (T0 + 23, lambda s: s.leave(p.Leave(peer_id="b", session=S), T0 + 23), None, None),
+    # b left, c is live: single pieces for a
+    (T0 + 23, lease(run("a", 0, 8, n=3), T0 + 23), granted("a", T0 + 33, 1),
+     {d(3): {"b": T0 + 52, "c": T0 + 52}}),
+    (T0 + 23, lease(run("a", 0, 1, ttl=0, n=3), T0 + 23), granted("a", T0 + 23, 1), None),
+    (T0 + 29.5, lease(run("a", 0, 8, n=3), T0 + 29.5), granted("a", T0 + 39.5, 1), None),
+    (T0 + 29.5, lease(run("a", 0, 1, ttl=0, n=3), T0 + 29.5), granted("a", T0 + 29.5, 1), None),
+    # c's last announce was at T0: gone at T0 + 30, its mark (kept to T0 + 52) ignored
+    (T0 + 31, lease(run("a", 0, 8, n=3), T0 + 31), granted("a", T0 + 41, 8),
+     {d(3): {"b": T0 + 52, "c": T0 + 52}}),
+    (T0 + 45, lambda s: s.stats(T0 + 45), None, {d(3): {"b": T0 + 52, "c": T0 + 52}}),
+    (T0 + 52, lambda s: s.stats(T0 + 52), None, {}),  # ended and swept
 ]  # fmt: skip
 
 
 async def test_contended_blobs_alike_in_redis_and_memory(redis_url: str) -> None:
-    memory, redis_store = await both(Policy(max_origin_fetches=1), redis_url)
+    policy = Policy(max_origin_fetches=1, peer_ttl=30.0, min_announce_gap=0.0)
+    memory, redis_store = await both(policy, redis_url)
     try:
         for step, (now, op, expected, contended) in enumerate(CONTENDED_SCENARIO):
             m_, r = await op(memory), await op(redis_store)
@@ -536,6 +588,8 @@ async def test_contended_blobs_alike_in_redis_and_memory(redis_url: str) -> None
         assert memory.registry.records._contended == {}
         exists = redis_store._r.exists
         assert await trio.to_thread.run_sync(exists, redis_store._p + "lease_contended") == 0
+        for n in (1, 2, 3):  # no per-blob marks leak
+            assert await trio.to_thread.run_sync(exists, redis_store._p + "lc:" + d(n)) == 0
     finally:
         await redis_store.aclose()
 
