@@ -324,6 +324,22 @@ class PieceScheduler(Generic[P]):
         self._run_left[run] += len(taken)
         return taken
 
+    def move_origin(self, old: int, new: int, now: float) -> bool:
+        """Fetch pending piece ``new`` from the origin in the slot that single-piece origin
+        request ``old`` took (``old`` is pending again). False if either does not qualify.
+        """
+        sources = self._inflight.get(old, {})
+        if ORIGIN not in sources or old in self._runs or not self.is_pending(new):
+            return False
+        del sources[ORIGIN]
+        if not sources:
+            del self._inflight[old]
+            self._pool.add(old)
+        self._seq += 1
+        self._inflight.setdefault(new, {})[ORIGIN] = (now, self._seq)
+        self._pool.discard(new)
+        return True
+
     # ---- decisions ---------------------------------------------------------------------
 
     def next_requests(self, now: float) -> list[Assignment[P]]:

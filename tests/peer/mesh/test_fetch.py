@@ -66,6 +66,7 @@ class _Swarm:
         self.grant_runs = False
         self.company = 0  # peers linked for the blob
         self.delivered = 0  # pieces the origin sent
+        self.order: list[int] = []  # ... which, in the order sent
         self.granted: set[int] = set()
         self.cut_at: int | None = None  # renewals say the run ends before this piece
 
@@ -118,6 +119,7 @@ class _Swarm:
                 await trio.sleep_forever()  # an origin that never answers
             await trio.sleep(self.origin_time)
             self.delivered += 1
+            self.order.append(start // PLAN.piece_size)
             if not on_piece(k, bytearray(end - start)):
                 return
 
@@ -349,3 +351,18 @@ async def test_a_run_stops_where_a_crowd_wants_the_rest(
     assert 9 in swarm.runs  # the run [3, 12)...
     assert sum(swarm.runs) == 12 + 6  # ... cut after piece 5: 6-11 asked twice, sent once
     assert (6, 6) in swarm.released  # the cut handed back at once
+
+
+async def test_a_lone_node_streams_its_runs_one_after_another_in_order(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    pieces = 3 + 64 + 5  # singles until one came in, a full run, then the rest
+    swarm = _Swarm(None, origin_time=RUN_CHECK / 10)
+    swarm.grant_runs = True
+    fetch = _fetch(tmp_path, swarm, size=pieces * PLAN.piece_size)
+    await fetch.run(stall_timeout=60)
+    assert fetch.have.complete
+    assert sorted(swarm.runs) == [1, 1, 1, 5, 64]
+    # the second slot's request moved to where the run ends, and waited for it: the runs'
+    # pieces (3 on) came in order, one stream at a time
+    assert [i for i in swarm.order if i >= 3] == list(range(3, pieces))

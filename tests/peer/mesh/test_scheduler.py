@@ -254,6 +254,24 @@ def test_origin_run_piece_from_a_peer_cancels_only_that_piece() -> None:
     assert s.origin_fetches == 0
 
 
+def test_an_origin_slot_moves_to_another_pending_piece() -> None:
+    s = make(pieces=8, origin=True, origin_slots=1, window=0, endgame_pieces=0)
+    (first,) = s.next_requests(0.0)
+    target = next(i for i in range(7) if i not in (first.piece, first.piece - 1))
+    assert s.move_origin(first.piece, target, 0.1)
+    assert s.sources(target) == {ORIGIN}
+    assert s.is_pending(first.piece)
+    assert s.origin_fetches == 1
+    assert s.next_requests(0.2) == []  # still one slot, taken
+    assert not s.move_origin(first.piece, target, 0.3)  # not in flight any more
+    assert s.extend_origin(target, range(target, target + 2), 0.3)  # a run now...
+    assert not s.move_origin(target, first.piece, 0.3)  # ... which stays put
+    s.on_piece_ok(ORIGIN, target, 0.4)
+    assert s.origin_fetches == 1  # the run's second piece holds the slot
+    s.on_piece_ok(ORIGIN, target + 1, 0.4)
+    assert s.origin_fetches == 0
+
+
 def test_paused_origin_takes_no_hedge() -> None:
     s = make(pieces=1, origin=True, per_peer=1, hedge_min=0.5, endgame_pieces=0)
     s.on_bitfield("a", bits(1, [0]))
