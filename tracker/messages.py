@@ -259,6 +259,14 @@ class LeaseRequest:
     (``expires_at`` is now: ask again soon) and the piece is marked wanted; the holder's
     next renewal stops at the first wanted piece, and once the holder releases it the
     next asker gets it.
+
+    ``insist`` (optional on the wire, added in a minor revision; sent only when true): the
+    asker cannot get the piece from the peers the tracker names (it banned them, or cannot
+    reach them): fetch it from the origin anyway. Without it, a new lease of a piece whose
+    hash is recorded is refused while a live peer other than the asker holds the blob
+    complete (``LeaseReply.capped``, naming that peer: take the piece from peers); with
+    it, that refusal is skipped and the other rules (held, soft, cap) apply as ever. A
+    tracker that does not know the field never refuses for a complete holder.
     """
 
     digest: str
@@ -267,6 +275,7 @@ class LeaseRequest:
     session: bytes
     ttl: float
     count: int = 1
+    insist: bool = False
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -275,7 +284,11 @@ class LeaseReply:
 
     ``capped`` (optional on the wire, added in a minor revision): refused because the
     blob already has the tracker's cap of origin fetches in flight; ``holder`` and
-    ``expires_at`` then name the blob's lease that ends first. A peer that does not know
+    ``expires_at`` then name the blob's lease that ends first. Also set when a new lease
+    of a piece whose hash is recorded is refused because a live peer other than the asker
+    holds the blob complete (unless the request sets ``insist``): ``holder`` is then that
+    peer (the smallest such peer id) and ``expires_at`` now; the node pauses the origin for
+    the blob and takes its pieces from peers, as for the cap. A peer that does not know
     the field sees an ordinary refusal of that piece.
 
     ``count`` (optional on the wire, added in a minor revision): on a grant or renewal the

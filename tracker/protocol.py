@@ -278,7 +278,7 @@ _SPECS: Final[dict[type, tuple[str, dict[str, Validator]]]] = {
     LeaseRequest: ("lease", {
         "digest": _DIGEST, "piece_index": _int(0, MAX_PIECE_INDEX), "peer_id": _PEER_ID,
         "session": _SESSION, "ttl": _float(0.0, MAX_LEASE_TTL),
-        "count": _int(1, MAX_LEASE_RUN),
+        "count": _int(1, MAX_LEASE_RUN), "insist": _BOOL,
     }),
     LeaseReply: ("lease_reply", {
         "granted": _BOOL, "holder": _PEER_ID, "expires_at": _TIME, "capped": _BOOL,
@@ -291,7 +291,7 @@ _SPECS: Final[dict[type, tuple[str, dict[str, Validator]]]] = {
 #: peer sees exactly the bytes it always did.
 _OPTIONAL: Final[dict[type, dict[str, object]]] = {
     Announce: {"errors": ()},
-    LeaseRequest: {"count": 1},
+    LeaseRequest: {"count": 1, "insist": False},
     LeaseReply: {"capped": False, "count": 1},
 }
 

@@ -6,7 +6,8 @@ rest of the run), and ``EXPIRE_LEASES`` (a Lua function, shared with
 ``tracker.redis_scripts``'s ``SWEEP``) drops expired leases. The scripts are registered
 with the others through ``tracker.redis_scripts.SCRIPTS``; the keys they use
 (``lease_holder``, ``leases``, ``bl:<digest>``, ``lease_soft``, ``lease_wanted``,
-``lease_contended``, ``lc:<digest>``) are listed there.
+``lease_contended``, ``lc:<digest>``) are listed there; ``LEASE`` also reads ``pieces``,
+``c:<digest>``, ``seen``, ``session`` and ``drain``.
 """
 
 from __future__ import annotations
@@ -33,11 +34,15 @@ end
 
 #: ARGV: P, member, peer, session, now, ttl, expires_at, max_leases, peer_ttl, digest,
 #: index, max_origin_fetches (0: no cap), key lifetime (s), end of the run (exclusive,
-#: ``min(index + count, MAX_PIECES)``). Returns {'granted', expires_at, count}
-#: | {'held', holder, expires_at} | {'capped', holder, expires_at} | {'conflict'} | {'full'}.
+#: ``min(index + count, MAX_PIECES)``), insist ("1" or "0"). Returns
+#: {'granted', expires_at, count} | {'held', holder, expires_at}
+#: | {'capped', holder, expires_at} | {'conflict'} | {'full'}.
 #: Runs as in ``Records.lease``; a release's count is the caller's to report. A lease whose
 #: holder is not a live peer (by ``P seen`` and peer_ttl) is dropped, whether it is the
-#: ``index`` asked for or a piece a run extends over (never the asker's own).
+#: ``index`` asked for or a piece a run extends over (never the asker's own). A new lease
+#: of a piece whose hash the blob's piece record holds is refused as {'capped', seeder, now}
+#: while a live, not draining peer other than the asker is in ``c:<digest>`` (the smallest
+#: id, by bytes: Python's str order for peer ids), unless insist, without contending.
 LEASE: Final = (
     EXPIRE_LEASES
     + """
@@ -124,6 +129,56 @@ if ttl == 0 then
   end
   return {'granted', ARGV[5], 0}
 end
+-- The blob's piece record, if any: its bytes, piece count and the offset of piece 0's
+-- bin (the record is [size, piece_size, [bin, ...]]: skip two uints to the array header;
+-- each bin is 0xc4, a length byte and 0 or 32 bytes).
+local function record()
+  local rec = redis.call('HGET', P .. 'pieces', digest)
+  if not rec then return nil end
+  local function uint(pos)
+    local b = string.byte(rec, pos)
+    if b < 0x80 then return 1 elseif b == 0xcc then return 2 elseif b == 0xcd then return 3
+    elseif b == 0xce then return 5 end
+    return 9
+  end
+  local at = 2 + uint(2)
+  at = at + uint(at)
+  local a, n = string.byte(rec, at), 0
+  if a == 0xdc then
+    n, at = string.byte(rec, at + 1) * 256 + string.byte(rec, at + 2), at + 3
+  elseif a == 0xdd then
+    for k = 1, 4 do n = n * 256 + string.byte(rec, at + k) end
+    at = at + 5
+  else
+    n, at = a - 0x90, at + 1
+  end
+  return rec, n, at
+end
+local function before(a, b)  -- a < b bytewise (not strcoll): Python's order for ids
+  for k = 1, math.min(#a, #b) do
+    local x, y = string.byte(a, k), string.byte(b, k)
+    if x ~= y then return x < y end
+  end
+  return #a < #b
+end
+if not live and ARGV[15] ~= '1' then
+  -- a recorded piece while another live peer holds the blob complete: take it from peers
+  -- (refused as capped, naming the smallest such peer id; not a contention)
+  local rec, n, at = record()
+  if rec and first < n then
+    for _ = 1, first do at = at + 2 + string.byte(rec, at + 1) end
+    if string.byte(rec, at + 1) > 0 then
+      local best
+      for _, h in ipairs(redis.call('SMEMBERS', P .. 'c:' .. digest)) do
+        if h ~= peer and (not best or before(h, best)) and not gone(h)
+            and redis.call('HEXISTS', P .. 'drain', h) == 0 then
+          best = h
+        end
+      end
+      if best then return {'capped', best, ARGV[5]} end
+    end
+  end
+end
 if not live then
   local refusal = capped()
   if refusal then
@@ -177,28 +232,9 @@ for _, m in ipairs(redis.call('ZRANGEBYSCORE', blob, '(' .. ARGV[5], '+inf')) do
     return {'granted', ARGV[7], 1}  -- another live peer's origin fetch is in flight
   end
 end
--- The blob's piece record, if any, ends the run at its piece count (the record is
--- [size, piece_size, [bin, ...]]: skip two uints to the array header).
-local rec = redis.call('HGET', P .. 'pieces', digest)
-if rec then
-  local function uint(pos)
-    local b = string.byte(rec, pos)
-    if b < 0x80 then return 1 elseif b == 0xcc then return 2 elseif b == 0xcd then return 3
-    elseif b == 0xce then return 5 end
-    return 9
-  end
-  local at = 2 + uint(2)
-  at = at + uint(at)
-  local a, n = string.byte(rec, at), 0
-  if a == 0xdc then
-    n = string.byte(rec, at + 1) * 256 + string.byte(rec, at + 2)
-  elseif a == 0xdd then
-    for k = 1, 4 do n = n * 256 + string.byte(rec, at + k) end
-  else
-    n = a - 0x90
-  end
-  if n < stop then stop = n end
-end
+-- The blob's piece record, if any, ends the run at its piece count.
+local rec, n = record()
+if rec and n < stop then stop = n end
 while i < stop do
   local m = digest .. '#' .. i
   local e = redis.call('ZSCORE', P .. 'leases', m)

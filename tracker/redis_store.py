@@ -282,7 +282,14 @@ class RedisStore:
         end = min(req.piece_index + req.count, p.MAX_PIECES)
         blob = (req.digest, req.piece_index, self.policy.max_origin_fetches, _BLOB_LEASES_TTL)
         out = await self._run(
-            self._script, "LEASE", *args, self.policy.max_leases, self.policy.peer_ttl, *blob, end
+            self._script,
+            "LEASE",
+            *args,
+            self.policy.max_leases,
+            self.policy.peer_ttl,
+            *blob,
+            end,
+            "1" if req.insist else "0",
         )
         if out[0] == b"conflict":
             raise PeerConflict(f"peer id {req.peer_id!r} is live under another session")

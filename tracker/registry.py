@@ -208,6 +208,9 @@ class Registry:
         A dead holder's lease of ``piece_index`` is dropped first; a run extension drops
         and takes a dead holder's lease of any later piece too (liveness is passed to
         ``Records.lease`` as ``alive``): it stops only at the asker's or a live peer's lease.
+        A new lease of a recorded piece is refused (``capped``) while a live, not draining
+        peer other than the asker holds the blob complete, unless ``req.insist``: the
+        holder named is the smallest such peer id (``seeder``; see ``tracker.records``).
 
         Raises:
             PeerConflict: The asker's id is live under another session.
@@ -224,7 +227,21 @@ class Registry:
         def alive(peer_id: str) -> bool:
             return self._live(peer_id, now) is not None
 
-        return self.records.lease(req, now, alive)
+        def seeder() -> str | None:
+            blob = self._blobs.get(req.digest)
+            if blob is None:
+                return None
+            deadline, peers = now - self.policy.peer_ttl, self._peers
+            return min(
+                (
+                    i
+                    for i in blob.complete
+                    if i != req.peer_id and not peers[i].draining and peers[i].last_seen > deadline
+                ),
+                default=None,
+            )
+
+        return self.records.lease(req, now, alive, seeder)
 
     # --- admin --------------------------------------------------------------------------
 

@@ -469,3 +469,41 @@ async def test_capped_leases_over_http_and_in_metrics(clock: Clock) -> None:
         metrics = (await client.get("/metrics")).text
         for outcome in ("granted", "held", "capped"):
             assert f'shoal_tracker_leases_total{{result="{outcome}"}} 1.0' in metrics
+
+
+async def test_recorded_pieces_of_a_complete_blob_over_http(clock: Clock) -> None:
+    """Refused as capped (counted as ``capped``), naming the complete holder; ``insist``
+    on the wire gets the lease."""
+    app = TrackerApp(MemoryStore(Policy()), admin_token=TOKEN, clock=clock)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://tracker"
+    ) as client:
+        for msg in (announce("a", 1), announce("b")):
+            assert (await post(client, "/v1/announce", msg)).status_code == 200
+        record = p.PieceHashes(
+            digest=d(1), size=42, piece_size=1 << 14, hashes=(b"\x01" * 32,), peer_id="a"
+        )
+        assert (await post(client, "/v1/pieces", record)).status_code == 200
+        lease = p.LeaseRequest(digest=d(1), piece_index=0, peer_id="b", session=S, ttl=9)
+        r = await post(client, "/v1/lease", lease)
+        assert p.decode(p.LeaseReply, r.content) == p.LeaseReply(
+            granted=False, holder="a", expires_at=clock.now, capped=True
+        )
+        insisting = p.LeaseRequest(
+            digest=d(1), piece_index=0, peer_id="b", session=S, ttl=9, insist=True
+        )
+        r = await post(client, "/v1/lease", insisting)
+        assert p.decode(p.LeaseReply, r.content) == p.LeaseReply(
+            granted=True, holder="b", expires_at=clock.now + 9
+        )
+        body = msgpack.unpackb(p.encode(lease))
+        r = await client.post(
+            "/v1/lease",
+            content=msgpack.packb({**body, "insist": 1}),
+            headers={"content-type": p.MEDIA_TYPE},
+        )
+        assert r.status_code == 400
+        assert "insist" in r.json()["message"]
+        metrics = (await client.get("/metrics")).text
+        for outcome in ("granted", "capped"):
+            assert f'shoal_tracker_leases_total{{result="{outcome}"}} 1.0' in metrics

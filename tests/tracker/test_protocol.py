@@ -84,7 +84,21 @@ MESSAGES: list[p.Message] = [
     p.LeaseReply(granted=False, holder="other", expires_at=1_700_000_010.5, capped=True),
     p.LeaseRequest(digest=D1, piece_index=7, peer_id="n", session=S, ttl=30.0, count=64),
     p.LeaseReply(granted=True, holder="n", expires_at=1_700_000_010.5, count=12),
+    p.LeaseRequest(digest=D1, piece_index=3, peer_id="n", session=S, ttl=30.0, insist=True),
 ]
+
+
+def test_lease_request_insist_is_optional_both_ways() -> None:
+    """Sent only when true; absent reads as false; anything but a boolean is refused."""
+    plain = p.LeaseRequest(digest=D1, piece_index=3, peer_id="n", session=S, ttl=30.0)
+    old = msgpack.unpackb(p.encode(plain))
+    assert "insist" not in old  # insist=False is left out: an older tracker's bytes
+    assert p.decode(p.LeaseRequest, msgpack.packb(old)) == plain
+    insisting = msgpack.unpackb(p.encode(dataclasses.replace(plain, insist=True)))
+    assert insisting == {**old, "insist": True}
+    for bad in (1, 0, "true", None, b"\x01"):
+        with pytest.raises(BadMessage, match="insist"):
+            p.decode(p.LeaseRequest, msgpack.packb({**old, "insist": bad}))
 
 
 def test_lease_reply_capped_is_optional_both_ways() -> None:
