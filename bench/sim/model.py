@@ -71,6 +71,7 @@ from peer.mesh.fetch import (
     RUN_CHECK,
     TICK,
 )
+from peer.mesh.fetch_origin import INSIST_AFTER
 from peer.mesh.pieces import MAX_PIECE_SIZE, MIN_PIECE_SIZE, Bitfield, PiecePlan
 from peer.mesh.scheduler import ORIGIN, Origin, PieceScheduler, SchedulerConfig
 from tracker import protocol as p
@@ -711,9 +712,15 @@ class Simulation:
             if cfg.lease_cap is not None and self._capped(node, req, t):
                 return
             want = self._run_wanted(node, req.piece) if cfg.origin_runs else 1
+            # as BlobFetch: insist after INSIST_AFTER capped refusals if no peer has it
+            insist = (
+                node.capped_streak >= INSIST_AFTER
+                and node.sched is not None
+                and not node.sched.availability(req.piece)
+            )
             lease = p.LeaseRequest(
                 digest=DIGEST, piece_index=req.piece, peer_id=node.name,
-                session=node.session, ttl=cfg.lease_ttl, count=want,
+                session=node.session, ttl=cfg.lease_ttl, count=want, insist=insist,
             )  # fmt: skip
             reply = self._timed("lease", self.registry.lease, lease, EPOCH + t)
             # as Swarm.lease: a refusal naming ourselves counts as a grant (even a capped one)

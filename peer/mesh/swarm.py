@@ -51,6 +51,7 @@ from peer.errors import (
 from peer.mesh.blobpeers import DECLINED_RETRY, BlobPeers
 from peer.mesh.blobpeers import MAX_LINKS_PER_BLOB as MAX_LINKS_PER_BLOB  # bench/sim reads it
 from peer.mesh.fetch import BlobFetch
+from peer.mesh.fetch_origin import OriginFetch
 from peer.mesh.link import PeerLink
 from peer.mesh.local import LocalPieces
 from peer.mesh.origin import read_pieces
@@ -327,7 +328,7 @@ class Swarm(SwarmTracker):
         """Peers linked to us for ``digest`` (either direction)."""
         return self.blob_peers.count(digest, self.links)
 
-    def want_link(self, peer: str, fetch: BlobFetch) -> None:
+    def want_link(self, peer: str, fetch: OriginFetch) -> None:
         """The lease holder of a piece we need: link to it if we have room for one more."""
         if (
             peer in self.addresses

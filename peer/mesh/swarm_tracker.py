@@ -117,13 +117,16 @@ class SwarmTracker:
         while self._announces_done < target:
             await self._announced.wait()
 
-    async def lease(self, digest: str, index: int, ttl: float, count: int = 1) -> p.LeaseReply:
+    async def lease(
+        self, digest: str, index: int, ttl: float, count: int = 1, *, insist: bool = False
+    ) -> p.LeaseReply:
         """Ask for the origin fetch of pieces ``[index, index + count)`` (a run; the tracker
-        may grant fewer, ``reply.count``). Granted when the tracker is away (one piece):
-        without coordination we fetch it ourselves."""
+        may grant fewer, ``reply.count``); ``insist``: even though a complete node holds
+        the piece (we cannot get it from the peers we have). Granted when the tracker is
+        away (one piece): without coordination we fetch it ourselves."""
         try:
             with trio.CancelScope(shield=True):  # see record_hashes
-                reply = await self.tracker.lease(digest, index, ttl=ttl, count=count)
+                reply = await self.tracker.lease(digest, index, ttl=ttl, count=count, insist=insist)
         except TrackerError:
             return p.LeaseReply(granted=True, holder=self.peer_id, expires_at=0.0)
         if not reply.granted and reply.holder == self.peer_id and not reply.capped:

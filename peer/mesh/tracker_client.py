@@ -249,7 +249,7 @@ class TrackerClient:
         return await self._call("/v1/tags/query", query, p.TagRecord, missing_ok=True)
 
     async def lease(
-        self, digest: str, piece_index: int, *, ttl: float, count: int = 1
+        self, digest: str, piece_index: int, *, ttl: float, count: int = 1, insist: bool = False
     ) -> p.LeaseReply:
         """Ask to be the one node fetching pieces ``[piece_index, piece_index + count)``
         from the origin (ttl 0 releases); the reply's ``count`` says how many it got."""
@@ -260,6 +260,7 @@ class TrackerClient:
             session=self.session,
             ttl=ttl,
             count=count,
+            insist=insist,
         )
         return await self._must("/v1/lease", request, p.LeaseReply)
 

@@ -27,6 +27,7 @@ from peer.mesh.fetch import (
     TICK,
     BlobFetch,
 )
+from peer.mesh.fetch_origin import INSIST_AFTER
 from peer.mesh.pieces import Bitfield, PiecePlan, hash_piece
 from peer.mesh.swarm import Swarm
 from peer.metrics import NodeMetrics
@@ -64,6 +65,7 @@ class _Swarm:
         self.batches: list[list[int]] = []  # pieces per hash record
         self.break_after: int | None = None  # the origin breaks off before this run piece
         self.grant_runs = False
+        self.insisted: list[bool] = []  # insist of each lease request
         self.company = 0  # peers linked for the blob
         self.delivered = 0  # pieces the origin sent
         self.order: list[int] = []  # ... which, in the order sent
@@ -76,9 +78,12 @@ class _Swarm:
     async def find_peers(self, digest: str, fetch: Any) -> None:
         return None
 
-    async def lease(self, digest: str, index: int, ttl: float, count: int = 1) -> p.LeaseReply:
+    async def lease(
+        self, digest: str, index: int, ttl: float, count: int = 1, *, insist: bool = False
+    ) -> p.LeaseReply:
         self.calls.append((trio.current_time(), "lease", index))
         self.asked.append(count)
+        self.insisted.append(insist)
         reply = self.leases.pop(0) if self.leases else None
         # None: the tracker is away (one piece), or grants the run asked (``grant_runs``)
         granted = count if self.grant_runs else 1
@@ -366,3 +371,19 @@ async def test_a_lone_node_streams_its_runs_one_after_another_in_order(
     # the second slot's request moved to where the run ends, and waited for it: the runs'
     # pieces (3 on) came in order, one stream at a time
     assert [i for i in swarm.order if i >= 3] == list(range(3, pieces))
+
+
+async def test_after_capped_refusals_a_node_without_the_piece_insists(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    # the tracker keeps saying "capped" (a complete node holds it) but no peer of ours
+    # has the piece (we banned that node, or cannot reach it): after INSIST_AFTER such
+    # refusals in a row the node asks with insist, and gets the origin
+    cap = p.LeaseReply(granted=False, holder="seeder", expires_at=0.0, capped=True)
+    swarm = _Swarm(None, leases=[cap] * 20, origin_time=0.5)
+    fetch = _fetch(tmp_path, swarm)
+    with trio.move_on_after(30):
+        await fetch.run(stall_timeout=600)
+    first = swarm.insisted.index(True)
+    assert first >= INSIST_AFTER  # never before that many refusals in a row
+    assert not any(swarm.insisted[:INSIST_AFTER])
