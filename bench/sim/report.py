@@ -721,7 +721,34 @@ def _rolling_text(results: dict[str, tuple[str, Result]]) -> str:
     """Rolling arrivals: what the shipped code does, and the what-ifs that fix it."""
     out: list[str] = []
     roll = _get(results, "rolling")
-    if roll is not None:
+    if roll is not None and roll.origin_bytes / roll.cfg.size <= 1.2:
+        c = roll.counters
+        out.append(
+            f"\n### Rolling arrivals\n\nAt {roll.cfg.nodes:,} nodes arriving over "
+            f"{roll.cfg.spread:g} s, {VERSIONS['shipped'][0]} finishes fast (p50 "
+            f"{roll.pct(50) / roll.bound:.2f}×, p99 {roll.pct(99) / roll.bound:.2f}× the bound) "
+            f"and the origin sends {roll.origin_bytes / roll.cfg.size:.2f} F "
+            f"({c['origin_duplicate']:,.0f} of its {c['origin_fetches']:,.0f} fetches of a "
+            "piece it had already sent). Before the tracker refused leases of pieces a complete "
+            "node holds, it sent 3.76 F here: a node asks the origin for a piece when none of "
+            "the peers it is linked to holds it (the scheduler cannot tell that from nobody "
+            "holding it: a node that has just started has no links yet, and one linked to "
+            "other late arrivals misses what they miss), and the tracker granted the lease "
+            f"once the piece's first lease had lapsed, `LEASE_TTL` = {roll.cfg.lease_ttl:g} s "
+            "after its hash was recorded. Now a new lease of a piece whose hash is recorded is "
+            "refused (`capped`, naming a live node that holds the whole blob) unless the asker "
+            "insists: it does after 4 such refusals in a row with no peer of its own holding "
+            "the piece (a holder it banned, or cannot reach). The rows below are the what-ifs "
+            "that led there, run on the code as first simulated:\n"
+        )
+        out.append(
+            "- *no lease for a piece a complete node holds* (`lease_refuse_held`, the what-if "
+            "of the tracker change now shipped);\n"
+            "- *no request before the first lookup* (`wait_first_lookup`, a `BlobFetch` "
+            "change): the fetch asks for nothing, the origin included, until its first "
+            "lookup has linked it to holders.\n"
+        )
+    elif roll is not None:
         c = roll.counters
         out.append(
             f"\n### Rolling arrivals\n\nAt {roll.cfg.nodes:,} nodes arriving over "

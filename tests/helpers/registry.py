@@ -96,9 +96,10 @@ class Registry:
         log_path: the daemon's combined stdout/stderr (app log and access log).
     """
 
-    def __init__(self, root: Path, *, htpasswd: bool = False) -> None:
+    def __init__(self, root: Path, *, htpasswd: bool = False, proxy: str | None = None) -> None:
         self.root = root
         self.htpasswd = htpasswd  # every request needs Basic alice:s3cret
+        self.proxy = proxy  # a pull-through cache of this registry URL (a mirror)
         self.log_path = root / "registry.log"
         self._proc: subprocess.Popen[bytes] | None = None
         self._client: httpx.Client | None = None
@@ -130,6 +131,8 @@ class Registry:
         if self.htpasswd:
             (self.root / "htpasswd").write_text(_HTPASSWD)
             text += _AUTH.format(path=self.root / "htpasswd")
+        if self.proxy:
+            text += f"proxy:\n  remoteurl: {self.proxy}\n"
         config.write_text(text)
         self._proc = procs.start([REGISTRY_BIN, "serve", config], self.log_path)
         try:
