@@ -385,6 +385,14 @@ def _changes_text(ref: Result | None) -> str:
         "5. **Pieces of size/500 rounded down** to a power of two, not up (row *pieces "
         "rounded up*; 1 GiB → 512 pieces of 2 MiB instead of 256 of 4 MiB): a piece is "
         "re-shared only once whole, so its size is the delay per hop.\n"
+        "\nTwo later changes are modelled in every *shipped* row but make no difference in a "
+        "flash crowd: **origin runs** (`Config.origin_runs`; a node alone on a blob leases "
+        "up to 64 MiB of pieces at once and fetches them in one request; a crowd contends "
+        "the blob before anyone gets a run, and a run's later pieces are cut as soon as "
+        "another node wants them), which is for a lone node's cold pull (section "
+        "*Single node*), and the tracker's **refusal of a lease of a piece a complete node "
+        "holds**, which is for rolling arrivals (below; the tracker's own code, so every "
+        "row run since has it).\n"
     )
 
 
