@@ -113,6 +113,20 @@ async def both(policy: Policy, redis_url: str) -> tuple[MemoryStore, RedisStore]
     )
 
 
+async def step_alike(
+    memory: MemoryStore, redis_store: RedisStore, step: int, now: float, op: Op, expected: Any
+) -> Tables:
+    """Run ``op`` on both stores: the same answer (``expected`` unless None) and the same
+    lease tables at ``now`` afterwards, which are returned."""
+    m, r = await op(memory), await op(redis_store)
+    assert m == r, f"step {step}: memory {m!r} != redis {r!r}"
+    if expected is not None:
+        assert m == expected, f"step {step}: {m!r}"
+    tables = live_tables(memory, now)
+    assert tables == await trio.to_thread.run_sync(redis_tables, redis_store, now)
+    return tables
+
+
 async def test_run_leases_alike_in_redis_and_memory(redis_url: str) -> None:
     memory, redis_store = await both(Policy(max_origin_fetches=2), redis_url)
     try:
@@ -278,12 +292,7 @@ async def test_soft_pieces_alike_in_redis_and_memory(redis_url: str) -> None:
     memory, redis_store = await both(Policy(max_origin_fetches=2), redis_url)
     try:
         for step, (now, op, expected, marks) in enumerate(SOFT_SCENARIO):
-            m_, r = await op(memory), await op(redis_store)
-            assert m_ == r, f"step {step}: memory {m_!r} != redis {r!r}"
-            if expected is not None:
-                assert m_ == expected, f"step {step}: {m_!r}"
-            tables = live_tables(memory, now)
-            assert tables == await trio.to_thread.run_sync(redis_tables, redis_store, now)
+            tables = await step_alike(memory, redis_store, step, now, op, expected)
             if marks is not None:
                 assert tables[2:4] == marks, f"step {step}: {tables[2:4]}"
         records = memory.registry.records
@@ -499,12 +508,7 @@ async def test_run_cap_entries_move_alike_in_redis_and_memory(redis_url: str) ->
     memory, redis_store = await both(Policy(max_origin_fetches=2), redis_url)
     try:
         for step, (now, op, expected, entries) in enumerate(CAP_SCENARIO):
-            m_, r = await op(memory), await op(redis_store)
-            assert m_ == r, f"step {step}: memory {m_!r} != redis {r!r}"
-            if expected is not None:
-                assert m_ == expected, f"step {step}: {m_!r}"
-            tables = live_tables(memory, now)
-            assert tables == await trio.to_thread.run_sync(redis_tables, redis_store, now)
+            tables = await step_alike(memory, redis_store, step, now, op, expected)
             assert tables[1] == entries, f"step {step}: {tables[1]}"
     finally:
         await redis_store.aclose()
@@ -577,12 +581,7 @@ async def test_contended_blobs_alike_in_redis_and_memory(redis_url: str) -> None
     memory, redis_store = await both(policy, redis_url)
     try:
         for step, (now, op, expected, contended) in enumerate(CONTENDED_SCENARIO):
-            m_, r = await op(memory), await op(redis_store)
-            assert m_ == r, f"step {step}: memory {m_!r} != redis {r!r}"
-            if expected is not None:
-                assert m_ == expected, f"step {step}: {m_!r}"
-            tables = live_tables(memory, now)
-            assert tables == await trio.to_thread.run_sync(redis_tables, redis_store, now)
+            tables = await step_alike(memory, redis_store, step, now, op, expected)
             if contended is not None:
                 assert tables[4] == contended, f"step {step}: {tables[4]}"
         assert memory.registry.records._contended == {}

@@ -6,18 +6,16 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-import trio
-
 from tests.tracker.test_lease_runs_stores import (
     Op,
     announce,
+    both,
     d,
     granted,
     lease,
-    live_tables,
     record,
-    redis_tables,
     run,
+    step_alike,
 )
 from tracker import protocol as p
 from tracker.model import Policy
@@ -98,16 +96,10 @@ async def test_recorded_pieces_of_a_complete_blob_alike_in_redis_and_memory(
     redis_url: str,
 ) -> None:
     policy = Policy(max_origin_fetches=4, peer_ttl=30.0, min_announce_gap=0.0)
-    memory = MemoryStore(policy)
-    redis_store = RedisStore.from_url(redis_url, policy, prefix=f"t{uuid.uuid4().hex[:8]}:")
+    memory, redis_store = await both(policy, redis_url)
     try:
         for i, (now, op, expected) in enumerate(SCENARIO):
-            m, r = await op(memory), await op(redis_store)
-            assert m == r, f"step {i}: memory {m!r} != redis {r!r}"
-            if expected is not None:
-                assert m == expected, f"step {i}: {m!r}"
-            tables = live_tables(memory, now)
-            assert tables == await trio.to_thread.run_sync(redis_tables, redis_store, now)
+            tables = await step_alike(memory, redis_store, i, now, op, expected)
             assert tables[4] == {}, f"step {i}: contended {tables[4]}"  # never contended
     finally:
         await redis_store.aclose()
