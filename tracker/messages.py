@@ -251,7 +251,7 @@ class LeaseRequest:
     one lease, to fetch with one range request. A new grant covers ``piece_index`` as
     ever and extends over the following pieces only while the asker is alone fetching
     the blob from the origin and each next piece is not leased (up to the blob's piece
-    count; a recorded hash does not stop it: see ``tracker.records``); a renewal renews
+    count; a recorded hash does not stop it: see ``tracker.leases``); a renewal renews
     the asker's live leases of the run from ``piece_index`` on, and a release releases
     the asker's leases of the run. A tracker that does not know the field grants
     ``piece_index`` alone. A run's pieces after its first are preemptible until the

@@ -1,4 +1,4 @@
-"""Lua scripts of the Redis store for origin-fetch leases (``Records.lease`` in Redis).
+"""Lua scripts of the Redis store for origin-fetch leases (``Leases.lease`` in Redis).
 
 ``LEASE`` grants, renews, releases or refuses a lease or a run, ``LEASES_DONE`` ends the
 writer's fetches of the pieces a hash record fills in (moving a run's cap entry on to the
@@ -37,7 +37,7 @@ end
 #: ``min(index + count, MAX_PIECES)``), insist ("1" or "0"). Returns
 #: {'granted', expires_at, count} | {'held', holder, expires_at}
 #: | {'capped', holder, expires_at} | {'conflict'} | {'full'}.
-#: Runs as in ``Records.lease``; a release's count is the caller's to report. A lease whose
+#: Runs as in ``Leases.lease``; a release's count is the caller's to report. A lease whose
 #: holder is not a live peer (by ``P seen`` and peer_ttl) is dropped, whether it is the
 #: ``index`` asked for or a piece a run extends over (never the asker's own). A new lease
 #: of a piece whose hash the blob's piece record holds is refused as {'capped', seeder, now}
@@ -261,7 +261,7 @@ return {'granted', ARGV[7], i - first}
 #: soft and wanted (they stay in ``leases`` until they expire); a cap entry removed moves on
 #: to the first following piece that the peer's leases this put records lead to, if that
 #: one is soft and the peer's (its run is still in flight), with that lease's expiry, as in
-#: ``Records._fetched``. Returns how many cap entries it removed (moved ones included).
+#: ``Leases._fetched``. Returns how many cap entries it removed (moved ones included).
 LEASES_DONE: Final = """
 local P, digest, peer, flags = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local blob = P .. 'bl:' .. digest

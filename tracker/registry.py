@@ -210,7 +210,7 @@ class Registry:
         ``Records.lease`` as ``alive``): it stops only at the asker's or a live peer's lease.
         A new lease of a recorded piece is refused (``capped``) while a live, not draining
         peer other than the asker holds the blob complete, unless ``req.insist``: the
-        holder named is the smallest such peer id (``seeder``; see ``tracker.records``).
+        holder named is the smallest such peer id (``seeder``; see ``tracker.leases``).
 
         Raises:
             PeerConflict: The asker's id is live under another session.
