@@ -6,11 +6,9 @@ Theory of operation (reference: shared/reference/oci-pull-protocol.md §3.5, §4
   redirects by hand and answers auth challenges. Redirects (301/302/303/307/308, at most
   ``MAX_REDIRECTS`` hops) keep the method (presigned blob-store URLs are method-specific,
   E12) and are never cached (they expire).
-* Credentials are per *origin* (``scheme://host:port``), never per request: we remember the
-  last challenge each origin sent and answer it on every request to that origin. So an
-  ``Authorization`` header never follows a redirect to another host (E13), and a second
-  registry on the far side of a redirect gets its own token (E14). A ``401`` makes us take
-  the new challenge, mint a fresh token and retry, once per origin per call.
+* Credentials are per *origin* (``scheme://host:port``), never per request (E13, E14): see
+  :mod:`peer.mirror.authorizer`. A ``401`` makes us take the new challenge, mint a fresh
+  token and retry, once per origin per call.
 * Status mapping: 404 → :class:`UpstreamNotFound`; Docker Hub's 401 after an anonymous token
   → :class:`UpstreamNotFound` (Hub's answer for unknown *and* private repositories, §3.5);
   other 401/403 → :class:`UpstreamDenied`; 429 → :class:`UpstreamRateLimited`; 5xx and
@@ -37,11 +35,7 @@ import httpx
 import trio
 
 import peer
-from peer.errors import (
-    IntegrityError,
-    UpstreamProtocolError,
-)
-from peer.mirror import auth
+from peer.errors import IntegrityError, UpstreamProtocolError
 from peer.mirror.answers import (
     CLOSE_GRACE,
     BlobResponse,
@@ -54,7 +48,11 @@ from peer.mirror.answers import (
     read_capped,
     redact,
 )
+from peer.mirror.authorizer import Authorizer
 from peer.mirror.blobhttp import LeanTransport
+from peer.mirror.names import DIGEST_RE, VERIFIABLE
+from peer.mirror.names import DOCKER_HUB as DOCKER_HUB
+from peer.mirror.names import canonical_registry as canonical_registry
 
 LOGGER = logging.getLogger(__name__)
 
@@ -67,16 +65,12 @@ LOGGER = logging.getLogger(__name__)
 UPSTREAM_READ_SIZE: Final = 1024 * 1024
 httpcore.AsyncHTTP11Connection.READ_NUM_BYTES = UPSTREAM_READ_SIZE
 
-DOCKER_HUB: Final = "docker.io"
-_HUB_ALIASES: Final = frozenset({DOCKER_HUB, "index.docker.io", "registry-1.docker.io"})
 #: Go's net/http limit, which containerd inherits (reference §3.1).
 MAX_REDIRECTS: Final = 10
 #: containerd's ``MaxManifestSize`` (``resolver.go``: 4*1048*1048, a little over 4 MiB). The
 #: spec says registries SHOULD take manifests of at least 4 MB, real ones are a few KiB, and
 #: a runtime refuses anything bigger, so this bounds memory without refusing usable content.
 MAX_MANIFEST_SIZE: Final = 4 * 1048 * 1048
-#: Token responses are a few KiB (JWTs); this only stops a hostile realm.
-MAX_TOKEN_SIZE: Final = 1 << 20
 #: Sent when a caller gives no Accept list: never let that become a schema1 fetch (§1.5).
 DEFAULT_MANIFEST_ACCEPT: Final = (
     "application/vnd.oci.image.index.v1+json",
@@ -85,15 +79,7 @@ DEFAULT_MANIFEST_ACCEPT: Final = (
     "application/vnd.docker.distribution.manifest.v2+json",
 )
 _REDIRECT_STATUSES: Final = frozenset({301, 302, 303, 307, 308})
-_DIGEST: Final = re.compile(r"[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-zA-Z0-9=_-]+")
-_VERIFIABLE: Final = {"sha256": re.compile(r"[a-f0-9]{64}"), "sha512": re.compile(r"[a-f0-9]{128}")}
 _CONTENT_RANGE: Final = re.compile(r"bytes (\d+)-(\d+)/(\d+)")
-
-
-def canonical_registry(registry: str) -> str:
-    """Lower-case a registry name and fold Docker Hub's aliases into :data:`DOCKER_HUB`."""
-    name = registry.lower()
-    return DOCKER_HUB if name in _HUB_ALIASES else name
 
 
 def default_upstream_url(registry: str) -> str:
@@ -166,10 +152,7 @@ class Upstream:
             if transport is not None
             else httpx.AsyncClient(transport=LeanTransport(), **options)
         )
-        self._challenges: dict[str, auth.Challenge] = {}  # origin -> last challenge it sent
-        self._tokens = auth.TokenCache()
-        self._token_locks: dict[auth.TokenRequest, trio.Lock] = {}
-        self._withheld: set[str] = set()  # realms we refused credentials to (warned once)
+        self._auth = Authorizer(self._client)
         #: Registry → last ``ratelimit-remaining`` value (e.g. ``"76;w=21600"``), for metrics.
         self.last_ratelimit: dict[str, str] = {}
 
@@ -200,8 +183,8 @@ class Upstream:
             digest = response.headers.get("docker-content-digest", "")
             size = int_header(response, "content-length")
             media_type = media_type_of(response)
-            usable = _DIGEST.fullmatch(digest) is not None and (
-                digest == ref or _DIGEST.fullmatch(ref) is None
+            usable = DIGEST_RE.fullmatch(digest) is not None and (
+                digest == ref or DIGEST_RE.fullmatch(ref) is None
             )
             if usable and size and media_type:
                 return ManifestMeta(digest, media_type, size)
@@ -232,7 +215,7 @@ class Upstream:
         digest = ref if algorithm else "sha256:" + hashlib.sha256(body).hexdigest()
         for claimed in (digest, response.headers.get("docker-content-digest", "")):
             alg, _, hexdigest = claimed.partition(":")
-            if alg in _VERIFIABLE and hashlib.new(alg, body).hexdigest() != hexdigest:
+            if alg in VERIFIABLE and hashlib.new(alg, body).hexdigest() != hexdigest:
                 raise IntegrityError(f"{what}: body does not match {claimed}")
         if not (media_type := media_type_of(response)):
             raise UpstreamProtocolError(f"{what}: no Content-Type")
@@ -364,7 +347,9 @@ class Upstream:
         while True:  # ends: each origin gets one auth retry, and redirects are bounded
             origin = _origin(url)
             own_scope = (f"repository:{repo}:pull",)
-            authz, key = await self._authorize(origin, base, scopes.get(origin, own_scope), creds)
+            authz, key = await self._auth.authorize(
+                origin, base, scopes.get(origin, own_scope), creds
+            )
             request = client.build_request(method, url, headers=send_headers | authz)
             with mapped(f"{method} {redact(url)}"):
                 response = await client.send(request, stream=True)
@@ -385,64 +370,12 @@ class Upstream:
                 continue
             if status == 401 and origin not in scopes:
                 values = response.headers.get_list("www-authenticate")
-                challenge = auth.pick_challenge(auth.parse_challenges(values))
-                if key is not None:
-                    self._tokens.discard(key)
-                answerable = challenge is not None and (
-                    challenge.scheme == "bearer"
-                    or (creds is not None and auth.may_send_credentials(origin, base))
-                )
-                if challenge is not None and answerable:
-                    self._challenges[origin] = challenge
-                    scopes[origin] = auth.pull_scopes(challenge, repo)
+                retry = self._auth.on_unauthorized(origin, base, values, key, creds, repo)
+                if retry is not None:
+                    scopes[origin] = retry
                     continue
             hub_anonymous = registry == DOCKER_HUB and key is not None and not key.identity
             raise error_for(response, body, hub_anonymous=hub_anonymous)
-
-    async def _authorize(
-        self, origin: str, base: str, scopes: Sequence[str], creds: tuple[str, str] | None
-    ) -> tuple[dict[str, str], auth.TokenRequest | None]:
-        """Headers answering ``origin``'s last challenge, and the token key used, if any."""
-        challenge = self._challenges.get(origin)
-        if challenge is None:
-            return {}, None
-        if challenge.scheme == "basic":
-            if creds is None or not auth.may_send_credentials(origin, base):
-                return {}, None
-            return {"Authorization": auth.basic_authorization(creds)}, None
-        realm = challenge.realm or ""
-        if creds is not None and not auth.may_send_credentials(realm, base):
-            if realm not in self._withheld:
-                self._withheld.add(realm)
-                LOGGER.warning("not sending credentials to realm %s outside %s", realm, base)
-            creds = None
-        key = auth.token_request(challenge, scopes, auth.credential_identity(creds))
-        # One fetch per key at a time: a cold pull opens many layers at once.
-        lock = self._token_locks.setdefault(key, trio.Lock())
-        async with lock:
-            token = self._tokens.get(key, now=trio.current_time())
-            if token is None:
-                token = await self._fetch_token(key, creds)
-        if not lock.locked():  # nobody waiting (trio hands a released lock to the next waiter)
-            self._token_locks.pop(key, None)
-        return {"Authorization": f"Bearer {token}"}, key
-
-    async def _fetch_token(self, key: auth.TokenRequest, creds: tuple[str, str] | None) -> str:
-        headers = {"Authorization": auth.basic_authorization(creds)} if creds else {}
-        request = self._client.build_request("GET", key.realm, params=key.query(), headers=headers)
-        what = f"token from {redact(request.url)}"
-        with mapped(what):
-            response = await self._client.send(request, stream=True)
-        if response.status_code != 200:
-            raise error_for(response, await drain(response), hub_anonymous=False)
-        try:
-            body = await read_capped(response, MAX_TOKEN_SIZE, what)
-        finally:
-            await aclose(response)
-        token = auth.parse_token_response(body, now=trio.current_time())
-        self._tokens.put(key, token, now=trio.current_time())
-        LOGGER.debug("fetched %s for %s", what, " ".join(key.scopes))
-        return token.value
 
 
 def _names(registry: str, repo: str) -> tuple[str, str]:
@@ -455,10 +388,10 @@ def _names(registry: str, repo: str) -> tuple[str, str]:
 
 def _algorithm(ref: str) -> str | None:
     """The digest algorithm if ``ref`` is a digest (None for a tag); refuse what we can't check."""
-    if not _DIGEST.fullmatch(ref):
+    if not DIGEST_RE.fullmatch(ref):
         return None
     algorithm, _, hexdigest = ref.partition(":")
-    pattern = _VERIFIABLE.get(algorithm)
+    pattern = VERIFIABLE.get(algorithm)
     if pattern is None or not pattern.fullmatch(hexdigest):
         raise UpstreamProtocolError(f"cannot verify digest {ref!r}: only sha256/sha512")
     return algorithm
