@@ -2,7 +2,8 @@
 
 Every method that depends on time takes ``now`` (Unix seconds) from its caller: the HTTP
 shell passes the wall clock, tests pass literals. Randomness comes from an injectable
-``random.Random``.
+``random.Random``. The rows of the peer and blob tables, and the admin views read from
+them, are in ``tracker.holders``; piece hashes, tags and leases in ``tracker.records``.
 
 Invariants (checked by the tests):
 
@@ -22,10 +23,17 @@ from typing import Final
 
 from tracker import protocol as p
 from tracker.errors import PeerBanned, PeerConflict, RegistryFull, TooManyRequests
+from tracker.holders import (
+    BlobHolders,
+    PeerState,
+    blob_detail,
+    blob_views,
+    peer_view,
+    transfer_views,
+)
 from tracker.model import (
     BlobDetail,
     BlobView,
-    HolderView,
     PeerView,
     Policy,
     Stats,
@@ -43,41 +51,6 @@ MAX_PAGE: Final = 10_000
 LOOKUP_SAMPLE: Final = 2 * p.MAX_LOOKUP_LIMIT
 
 
-class _Peer:
-    """Mutable state of one peer (internal)."""
-
-    __slots__ = ("bytes_from_origin", "bytes_from_peers", "bytes_served", "draining", "held",
-                 "host", "last_seen", "load", "partial", "peer_id", "port", "session",
-                 "upload_slots")  # fmt: skip
-
-    def __init__(self, peer_id: str, session: bytes) -> None:
-        self.peer_id = peer_id
-        self.session = session
-        self.host = ""
-        self.port = 0
-        self.held: tuple[str, ...] = ()
-        self.partial: dict[str, int] = {}
-        self.upload_slots = 0
-        self.load = 0
-        self.bytes_served = 0
-        self.bytes_from_origin = 0
-        self.bytes_from_peers = 0
-        self.last_seen = 0.0
-        self.draining = False
-
-
-class _Blob:
-    """Holders of one blob (internal). ``digest`` is the one shared string for the digest."""
-
-    __slots__ = ("complete", "digest", "partial", "size")
-
-    def __init__(self, digest: str, size: int) -> None:
-        self.digest = digest
-        self.size = size
-        self.complete: set[str] = set()
-        self.partial: set[str] = set()
-
-
 class Registry:
     """Who holds which blob, plus piece hashes, tag resolutions and origin leases.
 
@@ -89,8 +62,8 @@ class Registry:
     def __init__(self, policy: Policy | None = None, *, rng: random.Random | None = None) -> None:
         self.policy = policy or Policy()
         self._rng = rng or random.Random()
-        self._peers: dict[str, _Peer] = {}
-        self._blobs: dict[str, _Blob] = {}
+        self._peers: dict[str, PeerState] = {}
+        self._blobs: dict[str, BlobHolders] = {}
         self._bans: dict[str, float] = {}
         self._holdings = 0
         self.records = Records(self.policy)
@@ -124,7 +97,7 @@ class Registry:
         if self._holdings - before + len(held) + len(partial) > self.policy.max_holdings:
             raise RegistryFull(f"{self._holdings} holdings")
         if peer is None:
-            peer = _Peer(a.peer_id, a.session)
+            peer = PeerState(a.peer_id, a.session)
         else:
             del self._peers[peer.peer_id]  # re-inserted below: keeps last-seen order
         self._relink(peer, held, partial)
@@ -166,7 +139,7 @@ class Registry:
         peers, uniform = self._peers, self._rng.random
         pool = [*blob.complete, *blob.partial]
         n = len(pool)
-        candidates: list[tuple[int, tuple[_Peer, bool]]] = []
+        candidates: list[tuple[int, tuple[PeerState, bool]]] = []
         best = 0
         # Examine holders in random order (a lazy Fisher-Yates shuffle) and stop after
         # LOOKUP_SAMPLE of them, or once `limit` tier-0 holders are found: the cost of a
@@ -249,42 +222,23 @@ class Registry:
         """Live peers sorted by id, one page."""
         self.sweep(now)
         ids = sorted(self._peers)[offset : offset + limit]
-        return [self._peer_view(self._peers[i]) for i in ids]
+        return [peer_view(self._peers[i], self.policy.peer_ttl) for i in ids]
 
     def blobs(self, now: float, *, offset: int = 0, limit: int = MAX_PAGE) -> list[BlobView]:
         """Blobs with live holders sorted by digest, one page."""
         self.sweep(now)
-        digests = sorted(self._blobs)[offset : offset + limit]
-        return [
-            BlobView(
-                digest=b.digest, size=b.size, holders=len(b.complete), in_progress=len(b.partial)
-            )
-            for b in (self._blobs[d] for d in digests)
-        ]
+        return blob_views(self._blobs, offset, limit)
 
     def blob(self, digest: str, now: float) -> BlobDetail | None:
         """One blob and its live holders, or None if no live peer holds it."""
         self.sweep(now)
         blob = self._blobs.get(digest)
-        if blob is None:
-            return None
-        holders = [self._holder(self._peers[i], blob, True) for i in sorted(blob.complete)]
-        holders += [self._holder(self._peers[i], blob, False) for i in sorted(blob.partial)]
-        return BlobDetail(digest=blob.digest, size=blob.size, holders=tuple(holders))
+        return None if blob is None else blob_detail(blob, self._peers)
 
     def transfers(self, now: float, *, limit: int = MAX_PAGE) -> list[TransferView]:
         """Downloads in progress on live peers, most recently announced first."""
         self.sweep(now)
-        out: list[TransferView] = []
-        for peer in reversed(self._peers.values()):
-            for digest, held in peer.partial.items():
-                if len(out) >= limit:
-                    return out
-                size = self._blobs[digest].size
-                out.append(
-                    TransferView(peer_id=peer.peer_id, digest=digest, size=size, bytes_held=held)
-                )
-        return out
+        return transfer_views(self._peers, self._blobs, limit)
 
     def drain(self, peer_id: str, now: float) -> bool:
         """Stop handing out a live peer and tell it to drain; False if it is unknown."""
@@ -358,21 +312,21 @@ class Registry:
                 raise PeerBanned(f"peer id {peer_id!r} is banned")
             del self._bans[peer_id]
 
-    def _live(self, peer_id: str, now: float) -> _Peer | None:
+    def _live(self, peer_id: str, now: float) -> PeerState | None:
         peer = self._peers.get(peer_id)
         if peer is not None and peer.last_seen <= now - self.policy.peer_ttl:
             self._remove(peer)
             return None
         return peer
 
-    def _blob(self, digest: str, size: int) -> _Blob:
+    def _blob(self, digest: str, size: int) -> BlobHolders:
         blob = self._blobs.get(digest)
         if blob is None:
-            blob = self._blobs[digest] = _Blob(digest, size)
+            blob = self._blobs[digest] = BlobHolders(digest, size)
         return blob
 
     def _relink(
-        self, peer: _Peer, held: dict[str, int], partial: dict[str, p.BlobInProgress]
+        self, peer: PeerState, held: dict[str, int], partial: dict[str, p.BlobInProgress]
     ) -> None:
         """Make the holder sets match ``peer``'s new state, touching only what changed.
 
@@ -405,7 +359,7 @@ class Registry:
         if not blob.complete and not blob.partial:
             del self._blobs[digest]
 
-    def _unlink(self, peer: _Peer) -> None:
+    def _unlink(self, peer: PeerState) -> None:
         """Remove ``peer`` from every blob's holder sets (it stays in ``_peers``)."""
         for digest in peer.held:
             self._drop(digest, peer.peer_id, complete=True)
@@ -414,35 +368,6 @@ class Registry:
         self._holdings -= len(peer.held) + len(peer.partial)
         peer.held, peer.partial = (), {}
 
-    def _remove(self, peer: _Peer) -> None:
+    def _remove(self, peer: PeerState) -> None:
         self._unlink(peer)
         del self._peers[peer.peer_id]
-
-    def _peer_view(self, peer: _Peer) -> PeerView:
-        return PeerView(
-            peer_id=peer.peer_id,
-            host=peer.host,
-            port=peer.port,
-            last_seen=peer.last_seen,
-            expires_at=peer.last_seen + self.policy.peer_ttl,
-            held=len(peer.held),
-            in_progress=len(peer.partial),
-            upload_slots=peer.upload_slots,
-            load=peer.load,
-            bytes_served=peer.bytes_served,
-            bytes_from_origin=peer.bytes_from_origin,
-            bytes_from_peers=peer.bytes_from_peers,
-            draining=peer.draining,
-        )
-
-    @staticmethod
-    def _holder(peer: _Peer, blob: _Blob, complete: bool) -> HolderView:
-        return HolderView(
-            peer_id=peer.peer_id,
-            host=peer.host,
-            port=peer.port,
-            complete=complete,
-            bytes_held=blob.size if complete else peer.partial[blob.digest],
-            last_seen=peer.last_seen,
-            draining=peer.draining,
-        )
