@@ -22,7 +22,7 @@ import redis
 import trio
 
 from tracker import protocol as p
-from tracker import redis_activity, redis_admin
+from tracker import redis_activity, redis_admin, redis_lookup
 from tracker import redis_scripts as lua
 from tracker.activity import (
     PROGRESS_TTL_FACTOR,
@@ -45,11 +45,8 @@ from tracker.model import (
     Policy,
     Stats,
     TransferView,
-    rank,
-    tier_of,
 )
 from tracker.records import PIECE_RECORD_OVERHEAD, tag_key
-from tracker.registry import LOOKUP_SAMPLE
 
 LOGGER = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -63,8 +60,6 @@ SOCKET_TIMEOUT: Final = 2.0
 #: Lifetime in Redis of a blob's lease index (``bl:<digest>``) after its last grant: every
 #: member has expired by then (no lease outlives MAX_LEASE_TTL).
 _BLOB_LEASES_TTL: Final = int(p.MAX_LEASE_TTL) + 1
-
-_Info = tuple[str, int, int, int, int, int, int, int, int]
 
 
 def _text(value: bytes) -> str:
@@ -183,49 +178,8 @@ class RedisStore:
 
     async def lookup(self, q: p.Lookup, now: float) -> p.LookupReply:
         """See :meth:`tracker.registry.Registry.lookup`."""
-        return await self._run(self._lookup, q, now)
-
-    def _lookup(self, q: p.Lookup, now: float) -> p.LookupReply:
-        # Like Registry.lookup, examine at most LOOKUP_SAMPLE holders, drawn at random by
-        # Redis itself (SRANDMEMBER / HRANDFIELD), so the cost does not grow with the swarm.
-        pipe = self._r.pipeline(transaction=False)
-        pipe.hget(self._p + "blobs", q.digest)
-        pipe.srandmember(self._p + "c:" + q.digest, LOOKUP_SAMPLE)
-        pipe.hrandfield(self._p + "i:" + q.digest, LOOKUP_SAMPLE, withvalues=True)
-        size, complete, partial = pipe.execute()
-        if size is None:
-            return p.LookupReply(digest=q.digest, size=0)
-        asker = q.peer_id.encode()
-        held = {i: -1 for i in complete if i != asker}
-        for i, v in zip(partial[::2], partial[1::2], strict=True):
-            if i != asker and i not in held:
-                held[i] = int(v)
-        ids = list(held)
-        self._rng.shuffle(ids)
-        del ids[LOOKUP_SAMPLE:]
-        if not ids:
-            return p.LookupReply(digest=q.digest, size=int(size))
-        infos, seens, drains = redis_admin.peer_rows(self._r, self._p, self.policy, ids)
-        deadline = now - self.policy.peer_ttl
-        candidates: list[tuple[int, p.PeerAddr]] = []
-        for peer_id, raw, seen, drain in zip(ids, infos, seens, drains, strict=True):
-            if raw is None or seen is None or seen <= deadline or drain is not None:
-                continue
-            info: _Info = msgpack.unpackb(raw)
-            complete_ = held[peer_id] < 0
-            addr = p.PeerAddr(
-                peer_id=_text(peer_id),
-                host=info[0],
-                port=info[1],
-                complete=complete_,
-                bytes_held=int(size) if complete_ else held[peer_id],
-                load=info[3],
-                upload_slots=info[2],
-            )
-            tier = tier_of(complete=complete_, load=addr.load, upload_slots=addr.upload_slots)
-            candidates.append((tier, addr))
-        chosen = rank(candidates, limit=q.limit, rng=self._rng)
-        return p.LookupReply(digest=q.digest, size=int(size), peers=tuple(chosen))
+        args = (self._r, self._p, self.policy, self._rng, q, now)
+        return await self._run(redis_lookup.lookup, *args)
 
     async def put_pieces(self, record: p.PieceHashes) -> p.PiecesPutReply:
         """See :meth:`tracker.records.Records.put_pieces` (merged by ``PUT_PIECES``)."""
