@@ -153,6 +153,7 @@ class BlobFetch(OriginFetch):
         self._runs = {}
         self._unrecorded = {}
         self._record_wake = trio.Event()
+        self._company = trio.Event()
         self._last_progress = trio.current_time()
         download.plan = self.plan
         download.pieces = self.have
@@ -160,17 +161,25 @@ class BlobFetch(OriginFetch):
     # -- events from the swarm -----------------------------------------------------------
     def on_bitfield(self, peer: str, bits: Bitfield) -> None:
         self.peers.add(peer)
+        self._company.set()
         self.scheduler.on_bitfield(peer, bits)
         self.wake()
 
     def on_have(self, peer: str, index: int) -> None:
         if 0 <= index < self.plan.count:
             self.peers.add(peer)
+            self._company.set()
             self.scheduler.on_have(peer, index)
             self.wake()
 
+    def on_company(self) -> None:
+        """A peer linked to us for this blob (it may have sent nothing yet)."""
+        self._company.set()
+
     def on_peer_gone(self, peer: str) -> None:
         self.peers.discard(peer)
+        if not self.peers:
+            self._company = trio.Event()
         self.scheduler.on_peer_gone(peer)
         self.wake()
 
@@ -187,34 +196,40 @@ class BlobFetch(OriginFetch):
                 map it to an OCI error, which an ExceptionGroup would turn into a 500.
         """
         failure: BaseException | None = None
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._discover)
-            nursery.start_soon(self._recorder)
-            while not self.scheduler.done:
-                if self._fatal is not None:
-                    failure = self._fatal
-                    break
-                if trio.current_time() - self._last_progress > stall_timeout:
-                    failure = UpstreamUnavailable(
-                        f"no piece of {self.digest} arrived for {stall_timeout:.0f}s "
-                        "(origin and peers failing)"
-                    )
-                    break
-                for assignment in self.scheduler.next_requests(trio.current_time()):
-                    key = (assignment.source, assignment.piece)
-                    scope = trio.CancelScope()
-                    self._tasks[key] = scope
-                    nursery.start_soon(self._one, assignment.source, assignment.piece, scope)
-                self._wake = trio.Event()
-                with trio.move_on_after(TICK):
-                    await self._wake.wait()
-            nursery.cancel_scope.cancel()
-        with trio.move_on_after(RELEASE_TIMEOUT, shield=True):
-            await self._record()  # the last pieces' hashes: peers need them to check ours
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._discover)
+                nursery.start_soon(self._recorder)
+                failure = await self._drive(nursery, stall_timeout)
+                nursery.cancel_scope.cancel()
+        finally:  # also when cancelled: gathered hashes of pieces we hold go out
+            with trio.move_on_after(RELEASE_TIMEOUT, shield=True):
+                await self._record()  # the last pieces' hashes: peers need them to check ours
         if failure is not None:
             raise failure
         self.writer.hash_through(self.plan.size)
         self.download.advance(self.plan.size)
+
+    async def _drive(self, nursery: trio.Nursery, stall_timeout: float) -> BaseException | None:
+        """Start piece requests as the scheduler asks until every piece is in; returns the
+        failure that ended it early, if any."""
+        while not self.scheduler.done:
+            if self._fatal is not None:
+                return self._fatal
+            if trio.current_time() - self._last_progress > stall_timeout:
+                return UpstreamUnavailable(
+                    f"no piece of {self.digest} arrived for {stall_timeout:.0f}s "
+                    "(origin and peers failing)"
+                )
+            for assignment in self.scheduler.next_requests(trio.current_time()):
+                key = (assignment.source, assignment.piece)
+                scope = trio.CancelScope()
+                self._tasks[key] = scope
+                nursery.start_soon(self._one, assignment.source, assignment.piece, scope)
+            self._wake = trio.Event()
+            with trio.move_on_after(TICK):
+                await self._wake.wait()
+        return None
 
     async def _discover(self) -> None:
         """Keep finding holders (complete or in progress) and open links to them.

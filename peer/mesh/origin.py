@@ -33,6 +33,8 @@ async def read_pieces(
     """Fetch the consecutive byte ``spans`` (``[start, end)`` each) in one range request,
     calling ``on_piece(k, data)`` as span ``k`` completes; returns the bytes received.
     ``on_piece`` returning False ends the request there (the connection is dropped).
+    ``data`` is one buffer reused for every span (no allocation and page faults per
+    piece): it is valid only during the call, so ``on_piece`` must copy what it keeps.
 
     Raises:
         UpstreamError: The origin refused or broke off (pieces already handed on stay).
@@ -47,8 +49,9 @@ async def read_pieces(
     ) as resp:
         if resp.start != first:  # a 200 to our range: skip to it
             received += await _skip(resp, first - resp.start)
+        buffer = bytearray(max(end - start for start, end in spans))
         for k, (start, end) in enumerate(spans):
-            data = bytearray(end - start)
+            data = buffer if len(buffer) == end - start else bytearray(end - start)
             view = memoryview(data)
             filled = 0
             while filled < len(data):

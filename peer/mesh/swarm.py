@@ -238,6 +238,9 @@ class Swarm(SwarmTracker):
         can_decline = _version(link) >= 2
         if self.blob_peers.take(digest, peer, self.links, whole=whole, can_decline=can_decline):
             self._send_bitfield(link, digest)
+            fetch = self.fetches.get(digest)
+            if fetch is not None:
+                fetch.on_company()  # it will want our pieces' hashes
             return
         try:
             link.send_nowait(Declined(digest=parse_digest(digest), retry_after=DECLINED_RETRY))

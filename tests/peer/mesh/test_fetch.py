@@ -27,7 +27,7 @@ from peer.mesh.fetch import (
     TICK,
     BlobFetch,
 )
-from peer.mesh.fetch_origin import INSIST_AFTER
+from peer.mesh.fetch_origin import INSIST_AFTER, RECORD_PAUSE
 from peer.mesh.pieces import Bitfield, PiecePlan, hash_piece
 from peer.mesh.swarm import Swarm
 from peer.metrics import NodeMetrics
@@ -175,7 +175,9 @@ async def test_lease_renewed_while_fetching_then_ended_by_the_hash(
         (0.0, "range"),
         (LEASE_TTL / 2, "lease"),  # renewed every half TTL while the range runs
         (LEASE_TTL, "lease"),
-        (20.0, "record"),  # ends the fetch at the tracker: no release, the lease lapses
+        # ends the fetch at the tracker: no release, the lease lapses (a lone node gathers
+        # hashes for RECORD_PAUSE)
+        (20.0 + RECORD_PAUSE, "record"),
     ]
 
 
@@ -340,6 +342,42 @@ async def test_a_run_is_renewed_after_pieces_1_2_4_or_every_piece_with_company(
     # the grant, then renewals after the run's 1st, 2nd and 4th piece (alone), or after
     # each piece but the last two (nothing left to cut) with peers linked
     assert len(run_leases) == 1 + renewals
+
+
+@pytest.mark.parametrize("company", [0, 3])
+async def test_origin_hashes_are_recorded_at_once_with_company_else_gathered(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock, company: int
+) -> None:
+    swarm = _Swarm(None, origin_time=RECORD_PAUSE / 4)  # four pieces per pause
+    swarm.grant_runs = True
+    swarm.company = company
+    fetch = _fetch(tmp_path, swarm, size=TWELVE)
+    await fetch.run(stall_timeout=60)
+    assert sorted(i for batch in swarm.batches for i in batch) == list(range(12))
+    records = [t for t, what, _ in swarm.calls if what == "record"]
+    arrivals = [t for t, what, _ in swarm.calls if what == "range"]
+    if company:  # peers linked to us cannot check a piece before its hash is recorded
+        assert len(swarm.batches) >= 10
+    else:  # alone: a call per pause at most, plus the last one as the fetch ends
+        assert len(swarm.batches) <= 12 * (RECORD_PAUSE / 4) / RECORD_PAUSE + 2
+        assert max(records) >= max(arrivals)
+
+
+async def test_a_lone_nodes_gathered_hashes_go_out_as_soon_as_a_peer_links(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    swarm = _Swarm(None, origin_time=RECORD_PAUSE * 10)  # a slow origin: one piece per 10 s
+    swarm.grant_runs = True
+    fetch = _fetch(tmp_path, swarm, size=TWELVE)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(lambda: fetch.run(stall_timeout=60))
+        await trio.sleep(RECORD_PAUSE * 10 + RECORD_PAUSE / 2)  # the first piece is in
+        assert swarm.batches == []  # gathered while nobody is linked
+        swarm.company = 1  # a peer links and sends us its pieces of the blob
+        fetch.on_bitfield("peer-b", Bitfield(fetch.plan.count))
+        await trio.sleep(RECORD_PAUSE / 10)
+        assert swarm.batches != []  # recorded without waiting out the pause
+        nursery.cancel_scope.cancel()
 
 
 async def test_a_run_stops_where_a_crowd_wants_the_rest(
