@@ -13,10 +13,9 @@ as ``on_busy(ORIGIN, i, now, retry_after)``, or as ``pause_origin(now, retry_aft
 the tracker refused because the cluster already has as many origin fetches of the blob in
 flight as it allows: then no piece goes to the origin until the pause ends).
 
-A peer has ``per_peer`` request slots (one while it is marked slow); while fewer peers
-can be asked than ``min_inflight / per_peer``, each gets ``ceil(min_inflight / peers)``,
-so that a node with one or two peers still keeps a few requests in flight. Each call to
-``next_requests`` fills free request slots in this order:
+A peer has ``per_peer`` request slots (one while it is marked slow; more when it has
+few peers: :mod:`peer.mesh.peerbook`, which keeps what we know of each peer). Each call
+to ``next_requests`` fills free request slots in this order:
 
 1. **Hedges.** A request older than ``hedge_factor`` times its expected duration (the
    peer's measured throughput, with the requests queued ahead of it) gets a second
@@ -29,7 +28,8 @@ so that a node with one or two peers still keeps a few requests in flight. Each 
 3. **Rarest first.** Peers, fastest first, each take the rarest pending pieces they hold
    (availability counts only unbanned peers), ties broken in a per-node random order so
    that nodes spread out over equally rare pieces.
-4. **Origin** for pending pieces that no peer holds, up to ``origin_slots`` at once.
+4. **Origin** for pending pieces that no peer holds, up to ``origin_slots`` at once
+   (:mod:`peer.mesh.origin_slots` keeps the origin's slots, pauses and refusals).
 5. **Endgame.** With ``endgame_pieces`` or fewer pieces missing, every in-flight piece is
    also asked from other holders (up to ``max_sources``); the first copy wins and
    ``on_piece_ok`` returns the losers to cancel (Kraken: threshold = pipeline limit).
@@ -41,20 +41,20 @@ walks pieces × peers. A piece is in exactly one place: pending (in the rarity i
 flight (``_inflight``, with one entry per source) or verified (``_have``).
 
 **Origin runs.** The shell may widen an origin request into a *run* of the following
-pieces (one HTTP range request, leased at once at the tracker) with
-:meth:`PieceScheduler.extend_origin`: those pieces are in flight from the origin too, but
-the run takes the one origin slot its first piece took, until its last piece is resolved.
+pieces with :meth:`PieceScheduler.extend_origin`: those pieces are in flight from the
+origin too, in the one origin slot its first piece took (see :mod:`peer.mesh.origin_slots`).
 """
 
 from __future__ import annotations
 
 import enum
 import heapq
-import math
-from collections.abc import Container, Hashable
+from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Final, Generic, NamedTuple, TypeVar
 
+from peer.mesh.origin_slots import OriginSlots
+from peer.mesh.peerbook import PeerBook, pick
 from peer.mesh.pieces import Bitfield, PiecePlan, RarityIndex
 
 __all__ = ["ORIGIN", "Assignment", "Origin", "PieceScheduler", "SchedulerConfig"]
@@ -99,27 +99,6 @@ class SchedulerConfig:
     seed: int = 0  # for the per-node random tie-break order
 
 
-class _Peer:
-    __slots__ = ("backoff_until", "inflight", "last_done", "pieces", "rate", "slow_until", "useful")
-
-    def __init__(self) -> None:
-        self.pieces: set[int] = set()
-        self.inflight: set[int] = set()
-        self.rate: float | None = None  # bytes/s, EWMA
-        self.last_done = -math.inf
-        self.backoff_until = -math.inf  # it said Busy
-        self.slow_until = -math.inf  # it was late
-        self.useful = 0  # pieces it has that we lack
-
-    def measure(self, nbytes: int, issued: float, now: float, alpha: float) -> None:
-        """Fold one finished request into the throughput EWMA (service time, not latency)."""
-        elapsed = now - max(issued, self.last_done)
-        if elapsed > 0:
-            sample = nbytes / elapsed
-            self.rate = sample if self.rate is None else alpha * sample + (1 - alpha) * self.rate
-        self.last_done = now
-
-
 class PieceScheduler(Generic[P]):
     """Scheduling state of one blob.
 
@@ -144,13 +123,8 @@ class PieceScheduler(Generic[P]):
         self._inflight: dict[int, dict[P | Origin, tuple[float, int]]] = {}  # (issued, seq)
         self._deadlines: list[tuple[float, int, int, P]] = []  # hedge heap, lazy deletion
         self._hedge: set[int] = set()
-        self._origin_not_before: dict[int, float] = {}
-        self._origin_paused_until = -math.inf
-        self._origin_busy = 0  # origin slots taken (a run takes one)
-        self._runs: dict[int, int] = {}  # piece in flight in an origin run -> run id
-        self._run_left: dict[int, int] = {}  # run id -> its pieces in flight
-        self._peers: dict[P, _Peer] = {}
-        self._banned: set[P] = set()
+        self._origin = OriginSlots(enabled=cfg.origin, slots=cfg.origin_slots)
+        self._peers: PeerBook[P] = PeerBook(self._pool, self._have)
         self._cursor = 0
         self._seq = 0
         for index in range(n):
@@ -185,14 +159,14 @@ class PieceScheduler(Generic[P]):
     @property
     def origin_fetches(self) -> int:
         """Origin requests in flight (a run counts once)."""
-        return self._origin_busy
+        return self._origin.busy
 
     def is_pending(self, index: int) -> bool:
         """Piece ``index`` is neither verified nor in flight."""
         return 0 <= index < self._n and index in self._pool
 
     def is_banned(self, peer: P) -> bool:
-        return peer in self._banned
+        return self._peers.is_banned(peer)
 
     def rate(self, peer: P) -> float | None:
         """Measured throughput of ``peer`` in bytes/s (None before its first piece)."""
@@ -209,29 +183,13 @@ class PieceScheduler(Generic[P]):
         """``peer`` told us everything it has (replaces what we knew)."""
         if bits.size != self._n:
             raise ValueError(f"bitfield of {bits.size} pieces for a {self._n}-piece blob")
-        if peer in self._banned:
-            return
-        if (state := self._peers.get(peer)) is not None:
-            for index in state.pieces:
-                self._pool.change(index, -1)
-            state.pieces.clear()
-            state.useful = 0
-        for index in bits:
-            self.on_have(peer, index)
+        self._peers.on_bitfield(peer, bits)
 
     def on_have(self, peer: P, index: int) -> None:
         """``peer`` has piece ``index`` now."""
         if not 0 <= index < self._n:
             raise IndexError(f"piece {index} not in [0, {self._n})")
-        if peer in self._banned:
-            return
-        state = self._peers.get(peer)
-        if state is None:
-            state = self._peers[peer] = _Peer()
-        if index not in state.pieces:
-            state.pieces.add(index)
-            self._pool.change(index, +1)
-            state.useful += index not in self._have
+        self._peers.on_have(peer, index)
 
     def on_piece_ok(self, source: P | Origin, index: int, now: float) -> list[Assignment[P]]:
         """Piece ``index`` from ``source`` verified. Returns the other requests to cancel."""
@@ -248,10 +206,8 @@ class PieceScheduler(Generic[P]):
         self._pool.discard(index)
         self._have.set(index)
         self._hedge.discard(index)
-        self._origin_not_before.pop(index, None)
-        for state in self._peers.values():
-            if index in state.pieces:
-                state.useful -= 1
+        self._origin.verified(index)
+        self._peers.verified(index)
         return [Assignment(other, index) for other in sources]
 
     def on_piece_bad(self, source: P | Origin, index: int, now: float) -> list[Assignment[P]]:
@@ -266,7 +222,7 @@ class PieceScheduler(Generic[P]):
         state = self._peers.get(source)
         cancels = [Assignment(source, j) for j in sorted(state.inflight)] if state else []
         self.on_peer_gone(source)
-        self._banned.add(source)
+        self._peers.ban(source)
         return cancels
 
     def on_peer_gone(self, peer: P) -> None:
@@ -276,27 +232,25 @@ class PieceScheduler(Generic[P]):
             return
         for index in list(state.inflight):
             self._release(peer, index)
-        for index in state.pieces:
-            self._pool.change(index, -1)
-        del self._peers[peer]
+        self._peers.remove(peer)
 
     def on_busy(self, source: P | Origin, index: int, now: float, retry_after: float) -> None:
         """``source`` refused the request (Busy, or the origin lease is held elsewhere)."""
         self._release(source, index)
         if isinstance(source, Origin):
-            self._origin_not_before[index] = now + retry_after
+            self._origin.refuse(index, now, retry_after)
         elif (state := self._peers.get(source)) is not None:
             state.backoff_until = now + retry_after
 
     def pause_origin(self, now: float, retry_after: float) -> None:
         """Ask the origin for no piece before ``now + retry_after`` (requests in flight stay)."""
-        self._origin_paused_until = max(self._origin_paused_until, now + retry_after)
+        self._origin.pause(now, retry_after)
 
     def on_timeout(self, source: P | Origin, index: int, now: float) -> None:
         """The shell gave up on this request (and cancelled it): penalise the peer."""
         self._release(source, index)
         if not isinstance(source, Origin) and (state := self._peers.get(source)) is not None:
-            self._penalise(state, now)
+            state.penalise(now, self._cfg.slow_penalty)
 
     def extend_origin(self, first: int, pieces: range, now: float) -> list[int]:
         """The origin request of ``first`` (in flight) also fetches ``pieces``: a run.
@@ -311,17 +265,11 @@ class PieceScheduler(Generic[P]):
         taken = [j for j in pieces if j != first and 0 <= j < self._n and j in self._pool]
         if not taken:
             return []
-        run = self._runs.get(first)
-        if run is None:  # a new run: the slot ``first`` took is now the run's
-            self._seq += 1
-            run = self._runs[first] = self._seq
-            self._run_left[run] = 1
         for index in taken:
             self._seq += 1
             self._inflight.setdefault(index, {})[ORIGIN] = (now, self._seq)
             self._pool.discard(index)
-            self._runs[index] = run
-        self._run_left[run] += len(taken)
+        self._origin.extend_run(first, taken)
         return taken
 
     def move_origin(self, old: int, new: int, now: float) -> bool:
@@ -329,7 +277,7 @@ class PieceScheduler(Generic[P]):
         request ``old`` took (``old`` is pending again). False if either does not qualify.
         """
         sources = self._inflight.get(old, {})
-        if ORIGIN not in sources or old in self._runs or not self.is_pending(new):
+        if ORIGIN not in sources or self._origin.in_run(old) or not self.is_pending(new):
             return False
         del sources[ORIGIN]
         if not sources:
@@ -349,7 +297,9 @@ class PieceScheduler(Generic[P]):
             return out
         self._expire(now)
         cfg = self._cfg
-        free, slots = self._free_peers(now)
+        free, slots = self._peers.free(
+            now, per_peer=cfg.per_peer, min_inflight=cfg.min_inflight, initial_rate=cfg.initial_rate
+        )
 
         def assign(source: P | Origin, index: int) -> None:
             self._assign(source, index, now, slots)
@@ -359,7 +309,7 @@ class PieceScheduler(Generic[P]):
             sources = self._inflight.get(index, {})
             if not sources or len(sources) >= cfg.max_sources:
                 self._hedge.discard(index)
-            elif (peer := self._pick(index, free, slots, sources)) is not None:
+            elif (peer := pick(index, free, slots, sources)) is not None:
                 assign(peer, index)
                 self._hedge.discard(index)
             elif self._origin_ok(index, now):
@@ -368,10 +318,10 @@ class PieceScheduler(Generic[P]):
         for index in range(self._cursor, min(self._cursor + cfg.window, self._n)):  # 2. window
             if index not in self._pool:
                 continue
-            peer = self._pick(index, free, slots, ())
+            peer = pick(index, free, slots, ())
             if peer is not None and now >= self._peers[peer].slow_until:
                 assign(peer, index)
-            elif self._origin_ok(index, now) and not self._fast_holder(index, now):
+            elif self._origin_ok(index, now) and not self._peers.fast_holder(index, now):
                 assign(ORIGIN, index)
             elif peer is not None:  # slow, but better than nothing
                 assign(peer, index)
@@ -380,21 +330,13 @@ class PieceScheduler(Generic[P]):
                 break
             for index in self._pool.rarest(state.pieces, slots[peer]):
                 assign(peer, index)
-        if cfg.origin and now >= self._origin_paused_until:  # 4. pieces nobody has
-            room = cfg.origin_slots - self._origin_busy
-            picks: list[int] = []
-            for index in self._pool.unheld():
-                if len(picks) >= room:
-                    break
-                if self._origin_not_before.get(index, -math.inf) <= now:
-                    picks.append(index)
-            for index in picks:
-                assign(ORIGIN, index)
+        for index in self._origin.pick(self._pool.unheld(), now):  # 4. pieces nobody has
+            assign(ORIGIN, index)
         if self.missing <= cfg.endgame_pieces:  # 5. endgame
             for index, sources in list(self._inflight.items()):
                 if (
                     len(sources) < cfg.max_sources
-                    and (peer := self._pick(index, free, slots, sources)) is not None
+                    and (peer := pick(index, free, slots, sources)) is not None
                 ):
                     assign(peer, index)
         return out
@@ -404,57 +346,15 @@ class PieceScheduler(Generic[P]):
     def _priority(self, index: int) -> tuple[bool, int]:
         return (not self._cursor <= index < self._cursor + self._cfg.window, index)
 
-    def _free_peers(self, now: float) -> tuple[list[tuple[P, _Peer]], dict[P, int]]:
-        """Peers that hold something we lack and may be asked now, fastest first."""
-        free: list[tuple[P, _Peer]] = []
-        slots: dict[P, int] = {}
-        askable = [
-            (peer, state)
-            for peer, state in self._peers.items()
-            if state.useful and now >= state.backoff_until
-        ]
-        per_peer = self._cfg.per_peer
-        if askable and self._cfg.min_inflight > per_peer * len(askable):  # few peers: pipeline
-            per_peer = -(-self._cfg.min_inflight // len(askable))
-        for peer, state in askable:
-            cap = 1 if now < state.slow_until else per_peer
-            if cap > len(state.inflight):
-                free.append((peer, state))
-                slots[peer] = cap - len(state.inflight)
-        initial = self._cfg.initial_rate
-        free.sort(key=lambda item: (now < item[1].slow_until, -(item[1].rate or initial)))
-        return free, slots
-
-    def _pick(
-        self, index: int, free: list[tuple[P, _Peer]], slots: dict[P, int], busy: Container[object]
-    ) -> P | None:
-        """The first (fastest) free peer holding ``index`` that is not in ``busy``."""
-        for peer, state in free:
-            if slots[peer] > 0 and index in state.pieces and peer not in busy:
-                return peer
-        return None
-
-    def _fast_holder(self, index: int, now: float) -> bool:
-        return any(
-            index in s.pieces and now >= max(s.slow_until, s.backoff_until)
-            for s in self._peers.values()
-        )
-
     def _origin_ok(self, index: int, now: float) -> bool:
-        return (
-            self._cfg.origin
-            and self._origin_busy < self._cfg.origin_slots
-            and now >= self._origin_paused_until
-            and self._origin_not_before.get(index, -math.inf) <= now
-            and ORIGIN not in self._inflight.get(index, {})
-        )
+        return self._origin.may_ask(index, now) and ORIGIN not in self._inflight.get(index, {})
 
     def _assign(self, source: P | Origin, index: int, now: float, slots: dict[P, int]) -> None:
         self._seq += 1
         self._inflight.setdefault(index, {})[source] = (now, self._seq)
         self._pool.discard(index)
         if isinstance(source, Origin):
-            self._origin_busy += 1
+            self._origin.take()
             return
         state = self._peers[source]
         rate = state.rate or self._cfg.initial_rate
@@ -471,22 +371,11 @@ class PieceScheduler(Generic[P]):
             request = self._inflight.get(index, {}).get(peer)
             if request is not None and request[1] == seq:
                 self._hedge.add(index)
-                self._penalise(self._peers[peer], now)
-
-    def _penalise(self, state: _Peer, now: float) -> None:
-        state.slow_until = now + self._cfg.slow_penalty
-        if state.rate is not None:
-            state.rate /= 2
+                self._peers[peer].penalise(now, self._cfg.slow_penalty)
 
     def _free_slot(self, source: P | Origin, index: int) -> None:
         if isinstance(source, Origin):
-            run = self._runs.pop(index, None)
-            if run is not None:
-                self._run_left[run] -= 1
-                if self._run_left[run] > 0:
-                    return  # the run goes on in its slot
-                del self._run_left[run]
-            self._origin_busy -= 1
+            self._origin.free(index)
         elif (state := self._peers.get(source)) is not None:
             state.inflight.discard(index)
 
