@@ -108,3 +108,48 @@ async def test_no_interest_across_versions_in_a_blob_they_cut_differently(
         await trio.testing.wait_all_tasks_blocked()
         assert b.blob_peers.is_on(D, "a")
         nursery.cancel_scope.cancel()
+
+
+class _Fetch:
+    """Stands in for b's download of the blob: counts the peers it is told about."""
+
+    def __init__(self) -> None:
+        self.company = 0
+
+    def on_company(self) -> None:
+        self.company += 1
+
+    def on_peer_gone(self, peer: str) -> None:
+        return None
+
+
+async def test_a_peer_taken_for_a_blob_we_fetch_is_company_for_that_fetch(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    # A node fetching a blob alone gathers its hash records (fetch_origin.RECORD_PAUSE);
+    # a peer it takes for the blob must end that wait, bitfield sent or not.
+    a, b = _swarm(tmp_path, "a"), _swarm(tmp_path, "b")
+    fetch = _Fetch()
+    b.fetches[D] = fetch  # type: ignore[assignment]
+    async with trio.open_nursery() as nursery:
+        link = await _link(nursery, a, b)
+        a._interest(link, "b", D, SMALL)
+        await trio.testing.wait_all_tasks_blocked()
+        assert b.blob_peers.is_on(D, "a")
+        assert fetch.company == 1
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_declined_peer_is_no_company(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    a, b = _swarm(tmp_path, "a"), _swarm(tmp_path, "b")
+    b.blob_peers = BlobPeers(dial_cap=10, accept_cap=0)  # b is full for every blob
+    fetch = _Fetch()
+    b.fetches[D] = fetch  # type: ignore[assignment]
+    async with trio.open_nursery() as nursery:
+        link = await _link(nursery, a, b)
+        a._interest(link, "b", D, SMALL)
+        await trio.testing.wait_all_tasks_blocked()
+        assert fetch.company == 0
+        nursery.cancel_scope.cancel()
