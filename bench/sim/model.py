@@ -71,7 +71,7 @@ from peer.mesh.fetch import (
     RUN_CHECK,
     TICK,
 )
-from peer.mesh.fetch_origin import INSIST_AFTER
+from peer.mesh.fetch_origin import INSIST_AFTER, RUN_CHECK_ALONE
 from peer.mesh.pieces import MAX_PIECE_SIZE, MIN_PIECE_SIZE, Bitfield, PiecePlan
 from peer.mesh.scheduler import ORIGIN, Origin, PieceScheduler, SchedulerConfig
 from tracker import protocol as p
@@ -773,7 +773,8 @@ class Simulation:
 
     def _check_run(self, node: _Node, req: _Req, t: float) -> None:
         """As ``BlobFetch._renew``: renew the run (after its 1st, 2nd, 4th... piece, every
-        piece while peers are linked, and every ``RUN_CHECK``) and stop it where the tracker
+        piece while peers are linked, and every ``RUN_CHECK``, ``RUN_CHECK_ALONE`` while
+        the node has no link) and stop it where the tracker
         says other nodes want the rest (after ``req``, the piece delivered or on the wire,
         at the earliest). The renewal's round trip is not modelled: the cut is at once."""
         group = req.group
@@ -808,16 +809,18 @@ class Simulation:
         node.dirty = True
 
     def _run_timer(self, head: _Req, t: float) -> None:
-        """``RUN_CHECK`` after the run's last renewal: check it, if it has pieces to cut."""
+        """``RUN_CHECK`` after the run's last renewal (``RUN_CHECK_ALONE`` while the node has
+        no link): check it, if it has pieces to cut."""
         group = head.group
         node = self.nodes[head.node]
         if group is None or node.dead or node.sched is None:
             return
         on_wire = [r for r in group if r.ch >= 0]
-        if len(on_wire) > 1 and t >= head.renewed + RUN_CHECK:
+        check = RUN_CHECK if node.links else RUN_CHECK_ALONE
+        if len(on_wire) > 1 and t >= head.renewed + check:
             self._check_run(node, on_wire[0], t)
         if len(on_wire) > 1:
-            self._push(max(t, head.renewed) + RUN_CHECK, "run_check", head)
+            self._push(max(t, head.renewed) + check, "run_check", head)
 
     @staticmethod
     def _run_going(node: _Node, req: _Req) -> bool:
@@ -935,7 +938,7 @@ class Simulation:
         self.counters["origin_fetches"] += 1
         ch = self.net.open(self.origin, node.id)
         if req.group is not None:
-            self._push(t + RUN_CHECK, "run_check", req)
+            self._push(t + (RUN_CHECK if node.links else RUN_CHECK_ALONE), "run_check", req)
         for member in req.group or [req]:
             self.origin_fetched[member.piece] += 1
             if self.origin_fetched[member.piece] > 1:

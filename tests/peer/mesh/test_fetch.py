@@ -27,7 +27,7 @@ from peer.mesh.fetch import (
     TICK,
     BlobFetch,
 )
-from peer.mesh.fetch_origin import INSIST_AFTER, RECORD_PAUSE
+from peer.mesh.fetch_origin import INSIST_AFTER, RECORD_PAUSE, RUN_CHECK_ALONE
 from peer.mesh.pieces import Bitfield, PiecePlan, hash_piece
 from peer.mesh.swarm import Swarm
 from peer.metrics import NodeMetrics
@@ -342,6 +342,25 @@ async def test_a_run_is_renewed_after_pieces_1_2_4_or_every_piece_with_company(
     # the grant, then renewals after the run's 1st, 2nd and 4th piece (alone), or after
     # each piece but the last two (nothing left to cut) with peers linked
     assert len(run_leases) == 1 + renewals
+
+
+@pytest.mark.parametrize("company", [0, 3])
+async def test_a_run_checks_every_run_check_with_company_else_every_run_check_alone(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock, company: int
+) -> None:
+    swarm = _Swarm(None, origin_time=RUN_CHECK_ALONE / 2)  # pieces slower than RUN_CHECK
+    swarm.grant_runs = True
+    swarm.company = company
+    fetch = _fetch(tmp_path, swarm, size=TWELVE)
+    await fetch.run(stall_timeout=60)
+    run = max(swarm.runs)  # 9 or 10 pieces (which single pieces came first varies)
+    assert run >= 9
+    renewals = len([c for c in swarm.asked if c == run]) - 1
+    lasting = (run - 1) * RUN_CHECK_ALONE / 2  # while it has pieces to cut
+    if company:  # every RUN_CHECK (and after every piece)
+        assert renewals >= lasting / RUN_CHECK
+    else:  # after pieces 1, 2, 4, 8, and about once a second besides
+        assert renewals <= 4 + lasting / RUN_CHECK_ALONE + 1
 
 
 @pytest.mark.parametrize("company", [0, 3])
