@@ -102,7 +102,7 @@ SCENARIO: list[Op] = [
     look(3, "x", T0 + 1),
     look(9, "x", T0 + 1),
     lambda s: s.announce(announce("a", (1,), session=OTHER), T0 + 2),  # conflict
-    lambda s: s.announce(announce("a", (1,)), T0 + 0.1),  # too soon
+    lambda s: s.announce(announce("a", (1,)), T0 + 0.05),  # too soon
     lambda s: s.announce(announce("a", (1, 3), ((2, 5),)), T0 + 2),  # 3 done, 2 replaced
     look(2, "x", T0 + 2),
     look(3, "x", T0 + 2),
