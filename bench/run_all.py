@@ -26,7 +26,7 @@ BENCHMARKS: list[tuple[str, list[str], list[str]]] = [
     ("tracker_load", [], ["--peers", "1000"]),
     (
         "e2e_containerd",
-        ["--layers", "5", "--total-mib", "300", "--runs", "3"],
+        ["--layers", "5", "--total-mib", "300", "--runs", "5"],
         ["--layers", "3", "--total-mib", "60", "--runs", "1"],
     ),
     (
