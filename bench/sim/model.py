@@ -19,7 +19,8 @@ from there where they exist):
 * a download announces itself ``ANNOUNCE_DEBOUNCE`` after it starts and when it ends
   (``MIN_ANNOUNCE_GAP`` apart), and every ``interval`` (0.9–1.1×) otherwise, with
   ``load`` = peers known to the fetch and ``upload_slots`` = ``MAX_REQUESTS``;
-* it looks holders up at start and every ``LOOKUP_INTERVAL``, with
+* it looks holders up at start and every ``LOOKUP_INTERVAL`` (doubling up to
+  ``LOOKUP_INTERVAL_MAX`` while lookups find nobody else), with
   ``limit = 2 × MAX_LINKS_PER_BLOB``, remembers every address returned and links to the
   first ``MAX_LINKS_PER_BLOB`` of them (links it already has are kept: like
   ``Swarm.find_peers``, nothing caps the total);
@@ -67,6 +68,7 @@ from peer.mesh.fetch import (
     HASH_REFRESH,
     LEASE_TTL,
     LOOKUP_INTERVAL,
+    LOOKUP_INTERVAL_MAX,
     PEER_PIECE_TIMEOUT,
     RUN_CHECK,
     TICK,
@@ -304,6 +306,7 @@ class _Node:
         "last_plan",
         "leave_at",
         "links",
+        "lookup_wait",
         "name",
         "out",
         "per_src",
@@ -336,6 +339,7 @@ class _Node:
         self.hash_refreshed = -math.inf
         self.last_plan = -math.inf
         self.last_announce = -math.inf
+        self.lookup_wait = LOOKUP_INTERVAL  # BlobFetch._discover's interval
         self.announce_at = math.inf
         self.periodic_at = math.inf
         self.from_origin = 0
@@ -616,7 +620,12 @@ class Simulation:
             self._link(node, self.nodes[i], t)
         if not node.ready:
             node.ready = node.dirty = True
-        self._push(t + LOOKUP_INTERVAL, "lookup", node.id)
+        # as BlobFetch._discover: a lookup that finds nobody else doubles the wait
+        found = bool(ids)
+        node.lookup_wait = (
+            LOOKUP_INTERVAL if found else min(2 * node.lookup_wait, LOOKUP_INTERVAL_MAX)
+        )
+        self._push(t + node.lookup_wait, "lookup", node.id)
 
     def _complete(self, node: _Node, t: float) -> None:
         node.done_at = t

@@ -70,6 +70,12 @@ LOGGER = logging.getLogger(__name__)
 PEER_PIECE_TIMEOUT: Final = 10.0
 # Re-ask the tracker for holders this often while a fetch runs (new nodes join a crowd).
 LOOKUP_INTERVAL: Final = 1.0
+# A lookup that finds nobody else (or fails) doubles the wait before the next one, up to
+# this; one that finds someone starts over. A node pulling a blob nobody else pulls looked
+# it up every second for the whole download (~20 tracker requests per containerd pull of
+# a 5-layer image, and a request a second per such download at the tracker); nodes that
+# start later find it in their own lookups and dial it.
+LOOKUP_INTERVAL_MAX: Final = 8.0
 # How often the driver re-plans even without events (hedge deadlines, backoffs).
 TICK: Final = 0.1
 # Origin Range requests one node keeps in flight for one blob. Each costs a lease and a
@@ -237,14 +243,17 @@ class BlobFetch(OriginFetch):
         Once at the start, again as soon as our own announce of this download is out (at
         most one interval later), then every interval. In a flash crowd the first lookup
         finds nobody (nobody has announced yet); the second finds everyone who started
-        with us, where version 1 waited a whole interval for its next try.
+        with us, where version 1 waited a whole interval for its next try. Lookups that
+        find nobody else come less often (``LOOKUP_INTERVAL_MAX``).
         """
         await self.swarm.find_peers(self.digest, self)
         with trio.move_on_after(LOOKUP_INTERVAL):
             await self.swarm.wait_announced()
+        interval = LOOKUP_INTERVAL
         while True:
-            await self.swarm.find_peers(self.digest, self)
-            await trio.sleep(LOOKUP_INTERVAL)
+            found = await self.swarm.find_peers(self.digest, self)
+            interval = LOOKUP_INTERVAL if found else min(interval * 2, LOOKUP_INTERVAL_MAX)
+            await trio.sleep(interval)
 
     async def _one(self, source: str | Origin, index: int, scope: trio.CancelScope) -> None:
         try:

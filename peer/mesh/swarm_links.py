@@ -276,24 +276,26 @@ class SwarmLinks(SwarmTracker):
             return
         self._send_bitfield(link, digest)
 
-    async def find_peers(self, digest: str, fetch: BlobFetch) -> None:
-        """Look the blob up at the tracker and link to holders while we have too few.
+    async def find_peers(self, digest: str, fetch: BlobFetch) -> bool:
+        """Look the blob up at the tracker and link to holders while we have too few;
+        False if the lookup found nobody else (or failed).
 
         With a full set of peers for the blob there is nobody to dial: no lookup (in a
         1,000-node crowd that is most nodes most of the time, and a lookup a second each
         would be the tracker's largest load).
         """
         if self.blob_peers.count(digest, self.links) >= self.blob_peers.dial_cap:
-            return
+            return True
         try:
             peers = await self.tracker.lookup(digest, limit=MAX_LINKS_PER_BLOB * 2)
         except TrackerError:
-            return
+            return False
         for addr in peers:
             self.addresses[addr.peer_id] = (addr.host, addr.port)
         candidates = [a.peer_id for a in peers if a.peer_id != self.peer_id]
         dial = self.blob_peers.to_dial(digest, candidates, self.links, trio.current_time())
         await self._link_all(digest, dial, fetch.plan.size)
+        return bool(candidates)
 
     def linked_for(self, digest: str) -> int:
         """Peers linked to us for ``digest`` (either direction)."""

@@ -21,6 +21,8 @@ import trio.testing
 from peer.errors import UpstreamNotFound, UpstreamUnavailable
 from peer.mesh.fetch import (
     LEASE_TTL,
+    LOOKUP_INTERVAL,
+    LOOKUP_INTERVAL_MAX,
     ORIGIN_RETRY,
     ORIGIN_RETRY_MAX,
     RUN_CHECK,
@@ -71,12 +73,15 @@ class _Swarm:
         self.order: list[int] = []  # ... which, in the order sent
         self.granted: set[int] = set()
         self.cut_at: int | None = None  # renewals say the run ends before this piece
+        self.lookups: list[float] = []  # when the fetch looked holders up
+        self.found = False  # ... and whether those lookups find anyone
 
     async def wait_announced(self) -> None:
         return None
 
-    async def find_peers(self, digest: str, fetch: Any) -> None:
-        return None
+    async def find_peers(self, digest: str, fetch: Any) -> bool:
+        self.lookups.append(trio.current_time())
+        return self.found
 
     async def lease(
         self, digest: str, index: int, ttl: float, count: int = 1, *, insist: bool = False
@@ -444,3 +449,22 @@ async def test_after_capped_refusals_a_node_without_the_piece_insists(
     first = swarm.insisted.index(True)
     assert first >= INSIST_AFTER  # never before that many refusals in a row
     assert not any(swarm.insisted[:INSIST_AFTER])
+
+
+@pytest.mark.parametrize("found", [False, True])
+async def test_lookups_that_find_nobody_come_less_often(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock, found: bool
+) -> None:
+    swarm = _Swarm(None, origin_time=100.0)  # a slow origin: the download lasts
+    swarm.found = found
+    fetch = _fetch(tmp_path, swarm)
+    with trio.move_on_after(40):
+        await fetch.run(stall_timeout=300)
+    gaps = [b - a for a, b in itertools.pairwise(swarm.lookups[1:])]
+    if found:  # someone else is at it: every LOOKUP_INTERVAL
+        assert gaps
+        assert all(g == LOOKUP_INTERVAL for g in gaps)
+    else:  # 2, 4, 8, 8... s
+        assert gaps[:4] == [2 * LOOKUP_INTERVAL, 4 * LOOKUP_INTERVAL, LOOKUP_INTERVAL_MAX,
+                            LOOKUP_INTERVAL_MAX]  # fmt: skip
+        assert len(swarm.lookups) <= 2 + 40 / LOOKUP_INTERVAL_MAX + 2
