@@ -106,7 +106,7 @@ class OriginFetch:
     _runs: dict[int, _Run]  # origin runs in flight, by first piece
     _unrecorded: dict[int, bytes]  # hashes of origin pieces to record
     _record_wake: trio.Event
-    _company: trio.Event  # set when a peer sends us its pieces of the blob
+    _company: trio.Event  # set when a peer links to us for the blob (see on_company)
 
     def _accept(
         self, source: str | Origin, index: int, data: bytes | bytearray, *, announce: bool = True
