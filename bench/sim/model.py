@@ -339,7 +339,7 @@ class _Node:
         self.hash_refreshed = -math.inf
         self.last_plan = -math.inf
         self.last_announce = -math.inf
-        self.lookup_wait = LOOKUP_INTERVAL  # BlobFetch._discover's interval
+        self.lookup_wait = 0.0  # BlobFetch._discover's interval (0: no lookup yet)
         self.announce_at = math.inf
         self.periodic_at = math.inf
         self.from_origin = 0
@@ -620,8 +620,9 @@ class Simulation:
             self._link(node, self.nodes[i], t)
         if not node.ready:
             node.ready = node.dirty = True
-        # as BlobFetch._discover: a lookup that finds nobody else doubles the wait
-        found = bool(ids)
+        # as BlobFetch._discover: a lookup that finds nobody else doubles the wait (not the
+        # first, which may come before anyone announced: _discover looks again at once)
+        found = bool(ids) or node.lookup_wait == 0.0
         node.lookup_wait = (
             LOOKUP_INTERVAL if found else min(2 * node.lookup_wait, LOOKUP_INTERVAL_MAX)
         )
