@@ -23,7 +23,6 @@ import argparse
 import contextlib
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -31,30 +30,17 @@ from pathlib import Path
 
 import httpx
 
+from bench import nginx as nginx_ref
 from bench.report import median, write_section
 from tests.helpers import procs
 from tests.helpers.node import NodeProcess, spawn_node
 from tests.helpers.registry import Registry
 from tests.helpers.runtimes import Containerd, write_hosts_toml
+from tests.ops.helpers import spawn_tracker
 
 DEAD = "http://127.0.0.1:9"
 
-NGINX_CACHE_CONF = """
-daemon off;
-user root;
-worker_processes auto;
-pid {root}/nginx.pid;
-error_log {root}/error.log;
-events {{ worker_connections 256; }}
-http {{
-    access_log off;
-    sendfile on;
-    tcp_nopush on;
-    client_body_temp_path {root}/tmp;
-    proxy_temp_path {root}/tmp;
-    fastcgi_temp_path {root}/tmp;
-    uwsgi_temp_path {root}/tmp;
-    scgi_temp_path {root}/tmp;
+NGINX_CACHE = """
     proxy_cache_path {root}/cache levels=1:2 keys_zone=blobs:10m max_size=8g inactive=1h
                      use_temp_path=off;
     server {{
@@ -67,30 +53,21 @@ http {{
             proxy_cache_valid 200 1h;
             proxy_max_temp_file_size 8192m;
         }}
-    }}
-}}
-"""
+    }}"""
 
 
 @contextlib.contextmanager
 def nginx_cache(root: Path, upstream: str) -> Iterator[str]:
     """A fresh nginx caching reverse proxy in front of ``upstream``; yields its URL."""
-    root.mkdir(parents=True)
-    (root / "tmp").mkdir()
     port = procs.free_port()
-    conf = root / "nginx.conf"
-    conf.write_text(NGINX_CACHE_CONF.format(root=root, port=port, upstream=upstream))
-    proc = procs.start(["nginx", "-c", str(conf)], root / "nginx.log")
+    http = NGINX_CACHE.format(root=root, port=port, upstream=upstream)
+    proc = nginx_ref.start(root, http, workers="auto", connections=256, as_root=True)
     url = f"http://127.0.0.1:{port}"
-
-    def ready() -> bool | None:
-        try:
-            return True if httpx.get(f"{url}/v2/", timeout=1).status_code == 200 else None
-        except httpx.TransportError:
-            return None
-
     try:
-        procs.wait_for(ready, what="nginx", timeout=20, proc=proc, log_path=root / "error.log")
+        procs.wait_for(
+            procs.http_ok(f"{url}/v2/"), what="nginx", timeout=20, proc=proc,
+            log_path=root / "nginx-error.log",
+        )  # fmt: skip
         yield url
     finally:
         procs.stop(proc)
@@ -98,24 +75,9 @@ def nginx_cache(root: Path, upstream: str) -> Iterator[str]:
 
 @contextlib.contextmanager
 def tracker(root: Path) -> Iterator[str]:
-    port = procs.free_port()
-    log = root / "tracker.log"
-    proc = procs.start(
-        [sys.executable, "-m", "tracker", "--listen", f"127.0.0.1:{port}", "--no-mdns"], log
-    )
-    url = f"http://127.0.0.1:{port}"
-
-    def ready() -> bool | None:
-        try:
-            return True if httpx.get(f"{url}/healthz", timeout=1).status_code == 200 else None
-        except httpx.TransportError:
-            return None
-
-    try:
-        procs.wait_for(ready, what="tracker", timeout=20, proc=proc, log_path=log)
-        yield url
-    finally:
-        procs.stop(proc)
+    """A tracker on a free loopback port (``tests.ops.helpers.spawn_tracker``); its URL."""
+    with spawn_tracker(root) as process:
+        yield process.url
 
 
 def node(

@@ -27,33 +27,18 @@ from pathlib import Path
 
 import httpx
 
+from bench import nginx as nginx_ref
 from bench.e2e_containerd import tracker
 from bench.report import median, write_section
 from tests.helpers import procs
 from tests.helpers.node import spawn_node
 from tests.helpers.registry import Registry
 
-NGINX_CONF = """
-daemon off;
-worker_processes 1;
-pid {root}/nginx.pid;
-error_log {root}/nginx-error.log;
-events {{ worker_connections 64; }}
-http {{
-    access_log off;
-    sendfile on;
-    tcp_nopush on;
-    client_body_temp_path {root}/tmp;
-    proxy_temp_path {root}/tmp;
-    fastcgi_temp_path {root}/tmp;
-    uwsgi_temp_path {root}/tmp;
-    scgi_temp_path {root}/tmp;
+NGINX_SERVER = """
     server {{
         listen 127.0.0.1:{port};
         root {root}/www;
-    }}
-}}
-"""
+    }}"""
 
 
 def curl(url: str) -> tuple[float, float, int]:
@@ -88,11 +73,9 @@ def main() -> None:
         data = os.urandom(size)
         digest = "sha256:" + hashlib.sha256(data).hexdigest()
         (root / "www").mkdir()
-        (root / "tmp").mkdir()
         (root / "www" / "blob").write_bytes(data)
         port = procs.free_port()
-        (root / "nginx.conf").write_text(NGINX_CONF.format(root=root, port=port))
-        nginx = procs.start(["nginx", "-c", str(root / "nginx.conf")], root / "nginx.log")
+        nginx = nginx_ref.start(root, NGINX_SERVER.format(root=root, port=port))
         with Registry(root / "registry") as reg:
             name = "bench/blob"
             reg.push_blob(name, data)

@@ -81,16 +81,14 @@ def spawn_node(data: Path, *args: str, env: dict[str, str] | None = None) -> Ite
         )  # fmt: skip
     host = f"127.0.0.1:{port}"
 
-    def ready() -> bool | None:
-        try:
-            return (
-                True if httpx.get(f"http://{host}/healthz", timeout=1).status_code == 200 else None
-            )
-        except httpx.TransportError:
-            return None
-
     try:
-        procs.wait_for(ready, timeout=20, what="shoal peer", proc=proc, log_path=log)
+        procs.wait_for(
+            procs.http_ok(f"http://{host}/healthz"),
+            timeout=20,
+            what="shoal peer",
+            proc=proc,
+            log_path=log,
+        )
         yield NodeProcess(url=f"http://{host}", host=host, proc=proc, log=log)
     finally:
         procs.stop(proc)

@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Final, TypeVar
 
+import httpx
 import pytest
 
 T = TypeVar("T")
@@ -117,6 +118,18 @@ def wait_for(
                 + (log_tail(log_path) if log_path else "")
             )
         time.sleep(interval)
+
+
+def http_ok(url: str) -> Callable[[], bool | None]:
+    """A :func:`wait_for` check: True once ``GET url`` answers 200, None until then."""
+
+    def check() -> bool | None:
+        try:
+            return True if httpx.get(url, timeout=1).status_code == 200 else None
+        except httpx.TransportError:
+            return None
+
+    return check
 
 
 def run(

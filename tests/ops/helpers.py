@@ -11,8 +11,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
-
 from peer.mesh.tracker_client import NodeState, TrackerClient
 from tests.helpers import procs
 from tracker import protocol as p
@@ -40,14 +38,14 @@ def spawn_tracker(root: Path, *args: str) -> Iterator[TrackerProcess]:
     )
     url = f"http://127.0.0.1:{port}"
 
-    def ready() -> bool | None:
-        try:
-            return True if httpx.get(f"{url}/healthz", timeout=1).status_code == 200 else None
-        except httpx.TransportError:
-            return None
-
     try:
-        procs.wait_for(ready, timeout=20, what="shoal tracker", proc=proc, log_path=log)
+        procs.wait_for(
+            procs.http_ok(f"{url}/healthz"),
+            timeout=20,
+            what="shoal tracker",
+            proc=proc,
+            log_path=log,
+        )
         yield TrackerProcess(url, proc, log)
     finally:
         procs.stop(proc)
