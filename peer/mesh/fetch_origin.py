@@ -189,7 +189,9 @@ class OriginFetch:
         for run in self._runs.values():
             if len(run.pieces) == 1 or run.end != run.pieces.stop:
                 continue  # not a run (a crowd is around), or one cut short by the crowd
-            if run.end != index and self.scheduler.move_origin(index, run.end, now):
+            if run.end == index:  # the scheduler picked where the run ends: wait for it
+                return index, run
+            if self.scheduler.move_origin(index, run.end, now):
                 scope = self._tasks.pop((ORIGIN, index), None)
                 if scope is not None:
                     self._tasks[(ORIGIN, run.end)] = scope
