@@ -6,7 +6,7 @@ Each benchmark is its own module (see the list below) and records its figures, t
 command, the machine and the date in its own section of docs/benchmarks.md. They run one
 at a time so that they do not disturb each other on a small machine; ``--quick`` passes
 smaller sizes for a smoke run (the figures are then labelled with that command too).
-The swarm benchmark needs root (network namespaces).
+The swarm benchmark and the far-origin end-to-end run need root (network namespaces).
 """
 
 from __future__ import annotations
@@ -28,6 +28,11 @@ BENCHMARKS: list[tuple[str, list[str], list[str]]] = [
         "e2e_containerd",
         ["--layers", "5", "--total-mib", "300", "--runs", "5"],
         ["--layers", "3", "--total-mib", "60", "--runs", "1"],
+    ),
+    (
+        "e2e_containerd",  # again, from a far origin (shaped; in its own network namespace)
+        ["--layers", "5", "--total-mib", "300", "--runs", "3", "--origin-mbit", "500"],
+        ["--layers", "3", "--total-mib", "60", "--runs", "1", "--origin-mbit", "200"],
     ),
     (
         "swarm",
