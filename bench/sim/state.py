@@ -24,6 +24,75 @@ from peer.mesh.scheduler import Origin, PieceScheduler
 from tracker.model import Policy
 from tracker.registry import Registry
 
+_M64 = (1 << 64) - 1
+
+
+def _rotl(x: int, b: int) -> int:
+    return ((x << b) | (x >> (64 - b))) & _M64
+
+
+def _sip_round(v0: int, v1: int, v2: int, v3: int) -> tuple[int, int, int, int]:
+    v0 = (v0 + v1) & _M64
+    v2 = (v2 + v3) & _M64
+    v1 = _rotl(v1, 13) ^ v0
+    v3 = _rotl(v3, 16) ^ v2
+    v0 = _rotl(v0, 32)
+    v2 = (v2 + v1) & _M64
+    v0 = (v0 + v3) & _M64
+    v1 = _rotl(v1, 17) ^ v2
+    v3 = _rotl(v3, 21) ^ v0
+    v2 = _rotl(v2, 32)
+    return v0, v1, v2, v3
+
+
+def str_hash0(s: str) -> int:
+    """``hash(s)`` as CPython (3.11+, 64-bit) computes it under ``PYTHONHASHSEED=0``:
+    SipHash-1-3 with a zero key over the string's code units (1, 2 or 4 bytes each)."""
+    if not s:
+        return 0
+    top = max(map(ord, s))
+    codec = "latin-1" if top < 0x100 else "utf-16-le" if top < 0x10000 else "utf-32-le"
+    data = s.encode(codec)
+    v0, v1, v2, v3 = 0x736F6D6570736575, 0x646F72616E646F6D, 0x6C7967656E657261, 0x7465646279746573
+    n = len(data)
+    end = n - n % 8
+    for i in range(0, end, 8):
+        m = int.from_bytes(data[i : i + 8], "little")
+        v3 ^= m
+        v0, v1, v2, v3 = _sip_round(v0, v1, v2, v3)
+        v0 ^= m
+    b = ((n & 0xFF) << 56) | int.from_bytes(data[end:], "little")
+    v3 ^= b
+    v0, v1, v2, v3 = _sip_round(v0, v1, v2, v3)
+    v0 ^= b
+    v2 ^= 0xFF
+    for _ in range(3):
+        v0, v1, v2, v3 = _sip_round(v0, v1, v2, v3)
+    x = v0 ^ v1 ^ v2 ^ v3
+    x -= (x >> 63) << 64  # as a signed Py_hash_t
+    return -2 if x == -1 else x
+
+
+class PeerId(str):
+    """A node's peer id whose hash does not depend on the process's string-hash seed.
+
+    The tracker keeps the holders of a blob in sets of peer ids and a lookup draws from
+    them in the sets' order (``Registry.lookup``), so with plain ``str`` ids a run would
+    depend on ``PYTHONHASHSEED``. This id hashes as ``str`` does under ``PYTHONHASHSEED=0``
+    (which ``bench/simulate.py`` pins): a run repeats whatever the process's seed, with the
+    results it has under that pin.
+    """
+
+    _hash: int
+
+    def __new__(cls, value: str) -> PeerId:
+        self = super().__new__(cls, value)
+        self._hash = str_hash0(value)
+        return self
+
+    def __hash__(self) -> int:
+        return self._hash
+
 
 class _Req:
     __slots__ = ("ch", "group", "issued", "node", "piece", "renewed", "source", "start_at")
@@ -73,7 +142,7 @@ class _Node:
     def __init__(self, i: int, up: float, down: float, arrival: float) -> None:
         self.id = i
         self.capped_streak = 0
-        self.name = f"node-{i:05d}"
+        self.name = PeerId(f"node-{i:05d}")  # (see PeerId)
         self.session = i.to_bytes(16, "big")
         self.up = up
         self.down = down
