@@ -332,10 +332,11 @@ def body(
     add(
         "The 200-node shipped flash crowd with each approximation moved (a finer time step, a "
         "re-plan at every step, exact max-min fairness, another seed). The tracker keeps "
-        "peers in sets of their ids, so a run also depends on Python's string-hash seed "
-        "(which holder a lookup returns first among equals); the simulator now pins it "
-        "(`PYTHONHASHSEED=0`), but most rows here ran before it did, each with its own seed, so "
-        "their spread measures that too:\n"
+        "peers in sets of their ids, so a run with plain string ids would also depend on "
+        "Python's string-hash seed (which holder a lookup returns first among equals); the "
+        "simulator's ids now hash as strings do under `PYTHONHASHSEED=0` in every process "
+        "(`bench/sim/state.py`, `PeerId`), but most rows here ran before that, each with its "
+        "own hash seed, so their spread measures that too:\n"
     )
     add(table(results, ["s-base", "s-dt", "s-replan", "s-exact", "s-seed", "s-mininf"]))
     if left_out:

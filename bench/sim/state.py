@@ -79,7 +79,7 @@ class PeerId(str):
     The tracker keeps the holders of a blob in sets of peer ids and a lookup draws from
     them in the sets' order (``Registry.lookup``), so with plain ``str`` ids a run would
     depend on ``PYTHONHASHSEED``. This id hashes as ``str`` does under ``PYTHONHASHSEED=0``
-    (which ``bench/simulate.py`` pins): a run repeats whatever the process's seed, with the
+    (which ``bench/simulate.py`` pinned before): a run repeats whatever the process's seed, with the
     results it has under that pin.
     """
 
