@@ -200,6 +200,8 @@ class BlobFetch(OriginFetch):
             UpstreamError: The origin refused the blob, or nothing arrived for
                 ``stall_timeout`` seconds. Raised bare, after the nursery is closed: callers
                 map it to an OCI error, which an ExceptionGroup would turn into a 500.
+            IntegrityError: The pieces make up a blob that does not match its digest (a
+                rotten origin); readers got every byte but the last.
         """
         failure: BaseException | None = None
         try:
@@ -208,13 +210,15 @@ class BlobFetch(OriginFetch):
                 nursery.start_soon(self._recorder)
                 failure = await self._drive(nursery, stall_timeout)
                 nursery.cancel_scope.cancel()
+            if failure is None:
+                self.writer.hash_through(self.plan.size)
+                self.writer.verify()  # IntegrityError: readers never get the last byte
+                self.download.advance(self.plan.size)
         finally:  # also when cancelled: gathered hashes of pieces we hold go out
             with trio.move_on_after(RELEASE_TIMEOUT, shield=True):
                 await self._record()  # the last pieces' hashes: peers need them to check ours
         if failure is not None:
             raise failure
-        self.writer.hash_through(self.plan.size)
-        self.download.advance(self.plan.size)
 
     async def _drive(self, nursery: trio.Nursery, stall_timeout: float) -> BaseException | None:
         """Start piece requests as the scheduler asks until every piece is in; returns the
@@ -325,7 +329,8 @@ class BlobFetch(OriginFetch):
         if end > self.writer.written:
             # the piece that extends the prefix is hashed from memory, the rest read back
             self.writer.hash_through(end, head=data if start == self.writer.written else b"")
-            self.download.advance(end)
+            # the blob's last byte goes out only once the whole blob matches its digest (run)
+            self.download.advance(min(end, self.plan.size - 1))
         self.scheduler.set_read_position(self.contiguous)
         if announce:
             self.swarm.broadcast_have(self.digest, index)

@@ -9,6 +9,7 @@ refused for the cluster's cap on origin fetches pauses the origin for every piec
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 from collections.abc import Callable
 from pathlib import Path
@@ -18,7 +19,7 @@ import pytest
 import trio
 import trio.testing
 
-from peer.errors import UpstreamNotFound, UpstreamUnavailable
+from peer.errors import IntegrityError, UpstreamNotFound, UpstreamUnavailable
 from peer.mesh.fetch import (
     LEASE_TTL,
     LOOKUP_INTERVAL,
@@ -38,7 +39,6 @@ from peer.mirror.flight import Download
 from peer.mirror.names import Target
 from tracker import protocol as p
 
-DIGEST = "sha256:" + "ab" * 32
 SIZE = 3 * 1024 * 1024
 
 
@@ -145,14 +145,30 @@ class _Swarm:
 PLAN = PiecePlan.for_size(SIZE)
 
 
-def _fetch(tmp_path: Path, swarm: _Swarm, size: int = SIZE) -> BlobFetch:
+def _fetch(tmp_path: Path, swarm: _Swarm, size: int = SIZE, digest: str = "") -> BlobFetch:
     cache = BlobCache(tmp_path, max_bytes=1 << 30)
     cache.open()
-    writer = cache.new_writer(DIGEST, expected_size=size)
-    download = Download(DIGEST)
+    digest = digest or _zeros_digest(size)  # what the stand-in origin sends
+    writer = cache.new_writer(digest, expected_size=size)
+    download = Download(digest)
     download.started(size, writer.path)
     target = Target("docker.io", "library/x")
-    return BlobFetch(cast(Swarm, swarm), target, DIGEST, size, download, writer)
+    return BlobFetch(cast(Swarm, swarm), target, digest, size, download, writer)
+
+
+def _zeros_digest(size: int) -> str:
+    return "sha256:" + hashlib.sha256(bytes(size)).hexdigest()
+
+
+async def test_a_blob_that_does_not_match_its_digest_never_gets_its_last_byte_out(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    # a rotten origin: every piece comes in, but together they hash to another digest
+    fetch = _fetch(tmp_path, _Swarm(None, origin_time=0.01), digest=_zeros_digest(SIZE + 1))
+    with pytest.raises(IntegrityError, match="content hashes to"):
+        await fetch.run(stall_timeout=60)
+    assert fetch.have.complete
+    assert fetch.download.written == SIZE - 1  # readers got all but the last byte
 
 
 async def test_origin_refusal_is_raised_bare(tmp_path: Path) -> None:
