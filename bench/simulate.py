@@ -31,46 +31,9 @@ from bench.sim.model import SHIPPED, Config, lower_bound
 from bench.sim.report import changes, describe
 
 # the run cache, printout, plots and --validate live in bench.sim.runs, the --suite in
-# bench.sim.suite; their names stay importable from here
-from bench.sim.runs import (
-    MBIT,
-    ROOT,
-    TBF_PAYLOAD,
-    cached,
-    first_cut,
-    measured_version,
-    plot,
-    print_result,
-    run,
-    validate,
-    validation_configs,
-    validation_runs,
-)
-from bench.sim.suite import IMG, drop, plan_of, suite
-
-__all__ = [
-    "IMG",
-    "MBIT",
-    "RECOMMENDED",
-    "ROOT",
-    "TBF_PAYLOAD",
-    "cached",
-    "config_from",
-    "drop",
-    "first_cut",
-    "main",
-    "measured_version",
-    "parse_sched",
-    "plan_of",
-    "plot",
-    "print_result",
-    "run",
-    "suite",
-    "validate",
-    "validation_configs",
-    "validation_runs",
-]
-
+# bench.sim.suite
+from bench.sim.runs import MBIT, plot, run, validate
+from bench.sim.suite import suite
 
 #: Every shipped change (``--recommended``): see ``bench.sim.model.VERSIONS``.
 RECOMMENDED: Final = SHIPPED
