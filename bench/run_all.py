@@ -31,7 +31,7 @@ BENCHMARKS: list[tuple[str, list[str], list[str]]] = [
     ),
     (
         "e2e_containerd",  # again, from a far origin (shaped; in its own network namespace)
-        ["--layers", "5", "--total-mib", "300", "--runs", "5", "--origin-mbit", "500"],
+        ["--layers", "5", "--total-mib", "300", "--runs", "10", "--origin-mbit", "500"],
         ["--layers", "3", "--total-mib", "60", "--runs", "1", "--origin-mbit", "200"],
     ),
     (
